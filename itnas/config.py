@@ -1,0 +1,158 @@
+"""Configuration files: safe YAML, `--set dotted.key=value` overrides, schema defaults and checks.
+
+Each kind of config (search, train, ...) has a JSON schema in `itnas/schemas/<kind>.json`.
+The schema is the single source of defaults ("default" keywords); the YAML files under
+`config/` state the paper's values explicitly for readers. Every problem becomes one
+`UserError` line naming the file and the key, raised before any work starts.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable, Iterable
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from itnas.errors import UserError
+
+
+@cache
+def load_schema(kind: str) -> dict:
+    try:
+        text = resources.files("itnas.schemas").joinpath(f"{kind}.json").read_text()
+    except FileNotFoundError:
+        raise UserError(f"unknown config kind '{kind}'") from None
+    return json.loads(text)
+
+
+def read_yaml(path: str | Path) -> Any:
+    """Parse a YAML file safely; syntax errors become one line with the position."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{path}: file not found") from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: cannot read: {exc.__class__.__name__}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise UserError(f"{path}: YAML syntax error{where}: {problem}") from None
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """Split 'a.b.c=value' into (['a', 'b', 'c'], parsed value); the value is YAML."""
+    key, sep, raw = item.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise UserError(f"--set '{item}': expected dotted.key=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        raise UserError(f"--set '{item}': value is not valid YAML") from None
+    return key.split("."), value
+
+
+def apply_overrides(cfg: dict, overrides: Iterable[str]) -> dict:
+    cfg = copy.deepcopy(cfg)
+    for item in overrides or ():
+        path, value = parse_override(item)
+        node = cfg
+        for part in path[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise UserError(f"--set '{item}': '{part}' is not a section")
+            node = child
+        node[path[-1]] = value
+    return cfg
+
+
+def fill_defaults(cfg: Any, schema: dict) -> Any:
+    """Return cfg with every missing key that the schema gives a default for filled in."""
+    if schema.get("type") != "object" or not isinstance(cfg, dict):
+        return cfg
+    out = dict(cfg)
+    for key, sub in schema.get("properties", {}).items():
+        if key not in out:
+            if "default" in sub:
+                out[key] = copy.deepcopy(sub["default"])
+            elif sub.get("type") == "object":
+                out[key] = {}
+        if key in out:
+            out[key] = fill_defaults(out[key], sub)
+    return out
+
+
+def _describe(error: jsonschema.ValidationError) -> tuple[str, str]:
+    key = ".".join(str(p) for p in error.absolute_path)
+    if error.validator == "additionalProperties":
+        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        name = ".".join(filter(None, [key, extra[0] if extra else "?"]))
+        allowed = ", ".join(sorted(error.schema.get("properties", {})))
+        return name, f"unknown key (expected one of: {allowed})"
+    if error.validator == "required":
+        missing = error.message.split("'")[1] if "'" in error.message else error.message
+        return ".".join(filter(None, [key, missing])), "required key is missing"
+    if error.validator == "enum":
+        choices = ", ".join(map(str, error.validator_value))
+        return key, f"expected one of {choices}, got {error.instance!r}"
+    if error.validator == "type":
+        return key, f"expected {error.validator_value}, got {error.instance!r}"
+    if error.validator in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
+        rel = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<=", "exclusiveMaximum": "<"}
+        return key, f"expected a number {rel[error.validator]} {error.validator_value}, got {error.instance!r}"
+    return key, error.message
+
+
+def validate(cfg: Any, schema: dict, source: str) -> None:
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(cfg), key=lambda e: (len(e.absolute_path), str(e.absolute_path)))
+    if errors:
+        key, what = _describe(errors[0])
+        where = f"key '{key}'" if key else "top level"
+        raise UserError(f"{source}: {where}: {what}")
+
+
+def load_config(
+    path: str | Path | None,
+    kind: str,
+    overrides: Iterable[str] = (),
+    check: Callable[[dict, str], None] | None = None,
+) -> dict:
+    """Read, override, default-fill and validate a config; `check` adds cross-key rules."""
+    schema = load_schema(kind)
+    source = str(path) if path is not None else f"<{kind} defaults>"
+    raw = {} if path is None else read_yaml(path)
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise UserError(f"{source}: expected a mapping of keys at the top level, got {type(raw).__name__}")
+    overrides = list(overrides or ())
+    cfg = apply_overrides(raw, overrides)
+    if overrides:
+        source = f"{source} (with --set {' '.join(overrides)})"
+    cfg = fill_defaults(cfg, schema)
+    validate(cfg, schema, source)
+    if check is not None:
+        check(cfg, source)
+    return cfg
+
+
+def get(cfg: dict, dotted: str, default: Any = None) -> Any:
+    node: Any = cfg
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return default
+        node = node[part]
+    return node
