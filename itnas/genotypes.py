@@ -111,7 +111,38 @@ PUBLISHED: dict[str, tuple[Genotype, str]] = {
         [("max_pool_3x3", 0), ("max_pool_3x3", 1), ("skip_connect", 2), ("max_pool_3x3", 1),
          ("max_pool_3x3", 0), ("skip_connect", 2), ("skip_connect", 2), ("max_pool_3x3", 1)],
     ), "DARTS (2nd order), quark0/darts cnn/genotypes.py"),
+    # Xu et al., PC-DARTS (ICLR 2020), CIFAR-10 cell; yuhuixu1993/PC-DARTS genotypes.py.
+    "PC_DARTS": (_g(
+        [("sep_conv_3x3", 1), ("skip_connect", 0), ("sep_conv_3x3", 0), ("dil_conv_3x3", 1),
+         ("sep_conv_5x5", 0), ("sep_conv_3x3", 1), ("avg_pool_3x3", 0), ("dil_conv_3x3", 1)],
+        [("sep_conv_5x5", 1), ("max_pool_3x3", 0), ("sep_conv_5x5", 1), ("sep_conv_5x5", 2),
+         ("sep_conv_3x3", 0), ("sep_conv_3x3", 3), ("sep_conv_3x3", 1), ("sep_conv_3x3", 2)],
+    ), "PC-DARTS CIFAR-10 cell, yuhuixu1993/PC-DARTS genotypes.py"),
+    # Chen et al., P-DARTS (ICCV 2019); chenxin061/pdarts genotypes.py.
+    "PDARTS": (_g(
+        [("skip_connect", 0), ("dil_conv_3x3", 1), ("skip_connect", 0), ("sep_conv_3x3", 1),
+         ("sep_conv_3x3", 1), ("sep_conv_3x3", 3), ("sep_conv_3x3", 0), ("dil_conv_5x5", 4)],
+        [("avg_pool_3x3", 0), ("sep_conv_5x5", 1), ("sep_conv_3x3", 0), ("dil_conv_5x5", 2),
+         ("max_pool_3x3", 0), ("dil_conv_3x3", 1), ("dil_conv_3x3", 1), ("dil_conv_5x5", 3)],
+    ), "P-DARTS, chenxin061/pdarts genotypes.py"),
+    # Li et al., SGAS (CVPR 2020), criterion 1, best CIFAR cell (Cri1_CIFAR_3); lightaime/sgas cnn/genotypes.py.
+    "SGAS_CRI1": (_g(
+        [("sep_conv_3x3", 0), ("dil_conv_3x3", 1), ("sep_conv_3x3", 0), ("sep_conv_3x3", 1),
+         ("sep_conv_5x5", 1), ("sep_conv_5x5", 3), ("skip_connect", 0), ("dil_conv_5x5", 2)],
+        [("max_pool_3x3", 0), ("dil_conv_5x5", 1), ("sep_conv_3x3", 0), ("skip_connect", 2),
+         ("sep_conv_3x3", 1), ("skip_connect", 2), ("max_pool_3x3", 0), ("max_pool_3x3", 1)],
+    ), "SGAS Cri.1 (Cri1_CIFAR_3, the authors' best), lightaime/sgas cnn/genotypes.py"),
+    # Li et al., SGAS (CVPR 2020), criterion 2, best CIFAR cell (Cri2_CIFAR_3); lightaime/sgas cnn/genotypes.py.
+    "SGAS_CRI2": (_g(
+        [("sep_conv_3x3", 0), ("sep_conv_3x3", 1), ("sep_conv_3x3", 0), ("sep_conv_3x3", 2),
+         ("max_pool_3x3", 0), ("sep_conv_3x3", 3), ("sep_conv_3x3", 2), ("sep_conv_3x3", 3)],
+        [("sep_conv_3x3", 0), ("max_pool_3x3", 1), ("dil_conv_3x3", 0), ("max_pool_3x3", 1),
+         ("max_pool_3x3", 0), ("sep_conv_3x3", 2), ("max_pool_3x3", 0), ("sep_conv_5x5", 2)],
+    ), "SGAS Cri.2 (Cri2_CIFAR_3, the authors' best), lightaime/sgas cnn/genotypes.py"),
 }
+# Not registered: NASNet-A and AmoebaNet-A use ops outside this space (sep_conv_7x7, conv_7x1_1x7)
+# and five-node cells; SNAS, GDAS, MiLeNAS and the others of Table 1 have no cell in an authors'
+# repository that we could check.
 
 
 def published_names() -> list[str]:

@@ -1,0 +1,33 @@
+"""Shared test fixtures: tiny stand-in data generated once per session, tiny configs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Tests never write to a tracking server a developer has configured.
+os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def standin_root(tmp_path_factory) -> Path:
+    """A data root holding the CIFAR-10 stand-in, generated once for the whole session."""
+    from itnas.data.synthetic import generate
+
+    root = tmp_path_factory.mktemp("data")
+    generate("synthetic-cifar10", root)
+    return root
+
+
+@pytest.fixture
+def tiny_search_overrides(standin_root) -> list[str]:
+    """A search small enough for a few seconds on 2 cores: 5 cells, C=4, 16 images per half."""
+    return [
+        "dataset=synthetic-cifar10", f"data_root={standin_root}", "epochs=2",
+        "model.layers=5", "model.init_channels=4", "data.batch_size=8", "data.max_samples=32",
+        "data.workers=0", "runtime.device=cpu", "runtime.progress=false",
+    ]

@@ -1,0 +1,151 @@
+"""Derivation: the DARTS rule, topology initialisation and TIEP on hand-written arch states."""
+
+import json
+import math
+
+import pytest
+
+from itnas.cli import main
+from itnas.derive import darts_cell, derive, soft_weights, tiep_cell
+from itnas.errors import UserError
+from itnas.formats import ALL_EDGES, OUTER_EDGES, TRIPLES, edge_key, triple_key, validate_arch_state
+from itnas.ops import PRIMITIVES
+
+K = 7
+UNIFORM = [1.0 / K] * K
+
+
+def _onehot_logits(op: int, prob: float) -> list[float]:
+    """Logits whose softmax puts `prob` on `op` and the rest evenly on the other six ops."""
+    v = [0.0] * K
+    v[op] = math.log(prob * (K - 1) / (1 - prob))
+    return v
+
+
+def hand_worked_cell() -> dict:
+    """A cell where TIEP keeps edge (2,3) and the DARTS rule drops it.
+
+    Z(0,2) puts 0.552 on sep_conv_3x3, Z(1,2) 0.552 on sep_conv_5x5. P(0,2,3) sends
+    sep_conv_3x3 and P(1,2,3) sends sep_conv_5x5 to dil_conv_3x3; every other row is uniform.
+    Soft (DARTS after topology init): Z(2,3)[dil_conv_3x3] = 0.552 + 0.448/7 = 0.616, weaker than
+    (0,3) at 0.70 and (1,3) at 0.667, so DARTS keeps (0,3) and (1,3).
+    TIEP: Z(0,2), Z(1,2) become one-hot, so Z(2,3) = one-hot dil_conv_3x3 (strength 1.0) and
+    TIEP keeps (2,3) and (0,3). Nodes 4 and 5 have strong outer edges and agree in both.
+    """
+    alpha = {
+        edge_key(0, 2): _onehot_logits(0, 0.5519), edge_key(1, 2): _onehot_logits(1, 0.5519),
+        edge_key(0, 3): _onehot_logits(4, 0.70), edge_key(1, 3): _onehot_logits(5, 2 / 3),
+        edge_key(0, 4): _onehot_logits(0, 0.96), edge_key(1, 4): _onehot_logits(6, 0.95),
+        edge_key(0, 5): _onehot_logits(1, 0.96), edge_key(1, 5): _onehot_logits(3, 0.95),
+    }
+    transition, beta = {}, {}
+    for m, i, j in TRIPLES:
+        rows = [list(UNIFORM) for _ in range(K)]
+        if (i, j) == (2, 3):
+            rows[m] = [1.0 if t == 2 else 0.0 for t in range(K)]  # m=0: sep3 -> dil3; m=1: sep5 -> dil3
+        transition[triple_key(m, i, j)] = rows
+        beta[triple_key(m, i, j)] = 1.0 / i
+    return {"alpha": alpha, "transition": transition, "beta": beta}
+
+
+def state_of(cell: dict) -> dict:
+    return {"format": "itnas-arch-state/1", "primitives": list(PRIMITIVES), "normal": cell, "reduce": cell}
+
+
+def test_soft_inner_weight_matches_the_hand_computation():
+    z = soft_weights(hand_worked_cell())
+    assert float(z[(2, 3)][2]) == pytest.approx(0.5519 + 0.4481 / 7, abs=1e-4)
+    assert float(z[(2, 3)].sum()) == pytest.approx(1.0)
+
+
+def test_tiep_and_darts_choose_different_edges_on_the_hand_worked_cell():
+    cell = hand_worked_cell()
+    darts, tiep = darts_cell(cell), tiep_cell(cell)
+    assert darts[2:4] == (("avg_pool_3x3", 0), ("max_pool_3x3", 1))
+    assert tiep[2:4] == (("avg_pool_3x3", 0), ("dil_conv_3x3", 2))
+    # Both keep node 2's two edges and agree where the outer edges dominate.
+    assert darts[:2] == tiep[:2] == (("sep_conv_3x3", 0), ("sep_conv_5x5", 1))
+    assert darts[4:] == tiep[4:] == (("sep_conv_3x3", 0), ("skip_connect", 1),
+                                     ("sep_conv_5x5", 0), ("dil_conv_5x5", 1))
+
+
+def test_tiep_renormalises_attention_over_kept_predecessors_only():
+    """Eq. 15: a pruned predecessor's P must not leak into its descendant's weights."""
+    cell = hand_worked_cell()
+    # Node 3 keeps (0,3) and (2,3) under TIEP; make P(1,3,4), from the pruned edge (1,3), point
+    # at max_pool with most of the attention. If it leaked, (3,4) would pick max_pool.
+    cell["transition"][triple_key(1, 3, 4)] = [[1.0 if t == 5 else 0.0 for t in range(K)] for _ in range(K)]
+    cell["transition"][triple_key(0, 3, 4)] = [[1.0 if t == 3 else 0.0 for t in range(K)] for _ in range(K)]
+    cell["beta"][triple_key(0, 3, 4)], cell["beta"][triple_key(1, 3, 4)] = 0.1, 0.8
+    cell["beta"][triple_key(2, 3, 4)] = 0.1
+    cell["alpha"][edge_key(0, 4)] = _onehot_logits(0, 0.3)  # let (3,4) win a place at node 4
+    pairs = tiep_cell(cell)
+    node4 = dict((i, op) for op, i in pairs[4:6])
+    assert node4.get(3) == "dil_conv_5x5"
+
+
+def test_darts_rule_on_an_independent_state_keeps_the_two_strongest_edges():
+    alpha = {edge_key(i, j): [0.0] * K for i, j in ALL_EDGES}
+    alpha[edge_key(2, 3)] = _onehot_logits(6, 0.9)
+    alpha[edge_key(1, 3)] = _onehot_logits(3, 0.8)
+    alpha[edge_key(0, 3)] = _onehot_logits(4, 0.5)
+    genotype = derive(validate_arch_state(state_of({"alpha": alpha}), "x"), "darts")
+    assert genotype.normal[2:4] == (("dil_conv_5x5", 1), ("skip_connect", 2))
+
+
+def test_tiep_refuses_a_state_without_transitions():
+    alpha = {edge_key(i, j): [0.0] * K for i, j in ALL_EDGES}
+    with pytest.raises(UserError, match="TIEP needs transition"):
+        derive(validate_arch_state(state_of({"alpha": alpha}), "x"), "tiep")
+
+
+def _write(tmp_path, obj, name="state.json"):
+    path = tmp_path / name
+    path.write_text(obj if isinstance(obj, str) else json.dumps(obj))
+    return path
+
+
+def test_derive_cli_writes_the_tiep_genotype_of_a_hand_written_file(tmp_path, capsys):
+    src = _write(tmp_path, state_of(hand_worked_cell()))
+    out = tmp_path / "g.json"
+    assert main(["derive", "--arch-state", str(src), "--method", "tiep", "--out", str(out)]) == 0
+    written = json.loads(out.read_text())
+    assert written["normal"][3] == ["dil_conv_3x3", 2]
+    assert written["reduce_concat"] == [2, 3, 4, 5]
+
+
+def _broken_states():
+    good = state_of(hand_worked_cell())
+    wrong_tag = dict(good, format="itnas-arch-state/0")
+    missing = json.loads(json.dumps(good))
+    del missing["normal"]["alpha"]["1->4"]
+    not_stochastic = json.loads(json.dumps(good))
+    not_stochastic["reduce"]["transition"]["0->2->3"][0] = [0.5] * K
+    nan_text = json.dumps(good).replace("0.25", "NaN", 1)
+    beta_off = json.loads(json.dumps(good))
+    beta_off["normal"]["beta"]["0->2->3"] = 0.9
+    return {
+        "wrong format tag": (wrong_tag, "'format' must be"),
+        "missing edge": (missing, "missing edge '1->4'"),
+        "not row-stochastic": (not_stochastic, "not a probability vector"),
+        "NaN": (nan_text, "not valid JSON"),
+        "attention not summing to 1": (beta_off, "sums to"),
+        "truncated": (json.dumps(good)[:200], "not valid JSON"),
+        "not an object": ([1, 2], "expected a JSON object"),
+    }
+
+
+@pytest.mark.parametrize("case", list(_broken_states()))
+def test_derive_refuses_malformed_arch_states_with_one_line(tmp_path, capsys, case):
+    obj, message = _broken_states()[case]
+    src = _write(tmp_path, obj)
+    out = tmp_path / "g.json"
+    assert main(["derive", "--arch-state", str(src), "--method", "darts", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err and str(src) in err
+    assert not out.exists()
+
+
+def test_outer_edges_are_the_eight_from_the_cell_inputs():
+    assert OUTER_EDGES == [(0, 2), (1, 2), (0, 3), (1, 3), (0, 4), (1, 4), (0, 5), (1, 5)]
+    assert len(TRIPLES) == 16
