@@ -43,8 +43,11 @@ def set_deterministic(enabled: bool) -> None:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
-    elif torch.cuda.is_available():
-        torch.backends.cudnn.benchmark = True
+    else:
+        # Undo an earlier deterministic run in the same process (tests, selection loops).
+        torch.use_deterministic_algorithms(False)
+        torch.backends.cudnn.deterministic = False
+        torch.backends.cudnn.benchmark = torch.cuda.is_available()
 
 
 def resolve_flag(value: bool | str, device: torch.device) -> bool:

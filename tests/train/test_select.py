@@ -1,0 +1,86 @@
+"""Short-training selection: the held-out part of the training set decides, never the test set."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import itnas.select as select_mod
+from itnas.cli import main
+from itnas.formats import load_genotype, resolve_genotype
+from itnas.genotypes import lookup
+from itnas.select import select
+from itnas.train import Trainer
+from tests.train.tiny import tensor_data, tiny_config
+
+TINY = ["--set", "batch_size=16", "--set", "layers=5", "--set", "init_channels=4", "--set", "workers=0",
+        "--set", "max_train_samples=40", "--set", "max_test_samples=8", "--set", "selection.epochs=1"]
+
+
+def test_selection_picks_the_genotype_with_the_higher_held_out_accuracy(tmp_path, monkeypatch):
+    scores = {"DARTS_V1": 71.0, "DARTS_V2": 64.0}
+
+    def fake_score(cfg, genotype, label, data, out, seed, ctx, device):
+        assert cfg["epochs"] == 3  # the selection's epoch budget, not the full recipe's
+        return {"valid_top1_acc": scores[label], "valid_top1_err": 100 - scores[label]}
+
+    monkeypatch.setattr(select_mod, "score_candidate", fake_score)
+    cfg = tiny_config("selection.epochs=3")
+    candidates = [(lookup("DARTS_V2"), "DARTS_V2"), (lookup("DARTS_V1"), "DARTS_V1")]
+    result = select(cfg, candidates, tensor_data(), tmp_path, seed=0)
+    assert result["winner"]["genotype"] == "DARTS_V1" and result["epochs"] == 3
+    on_disk = json.loads((tmp_path / "selection.json").read_text())
+    assert on_disk["winner"]["hash"] == lookup("DARTS_V1").hash()
+    assert [c["valid_top1_acc"] for c in on_disk["candidates"]] == [64.0, 71.0]
+    assert load_genotype(tmp_path / "genotype.json") == lookup("DARTS_V1")
+    scores.update(DARTS_V1=50.0)
+    assert select(cfg, candidates, tensor_data(), tmp_path / "again", 0)["winner"]["genotype"] == "DARTS_V2"
+
+
+def test_selection_trains_each_candidate_in_its_own_resumable_folder(tmp_path, monkeypatch):
+    cfg = tiny_config("selection.epochs=1")
+    candidates = [(lookup("DARTS_V2"), "DARTS_V2"), (lookup("DARTS_V1"), "DARTS_V1")]
+    result = select(cfg, candidates, tensor_data(), tmp_path, seed=0)
+    for row in result["candidates"]:
+        run = tmp_path / "candidates" / row["hash"]
+        metrics = json.loads((run / "metrics.json").read_text())
+        assert metrics["epochs"] == 1 and "valid_top1_err" in metrics and "test_top1_err" not in metrics
+        assert row["valid_top1_acc"] == pytest.approx(100 - metrics["valid_top1_err"])
+    # A rerun finds both candidates finished and trains nothing.
+    monkeypatch.setattr(Trainer, "train_epoch", lambda self, epoch: pytest.fail("retrained"))
+    again = select(cfg, candidates, tensor_data(), tmp_path, seed=0)
+    assert again["candidates"] == result["candidates"]
+
+
+def test_select_cli_scores_on_the_training_set_only(tmp_path, standin_root, monkeypatch, capsys):
+    import itnas.data.loaders as loaders
+
+    splits = []
+    real = loaders.build_dataset
+
+    def spy(name, root, split, augment, cutout=0):
+        splits.append(split)
+        return real(name, root, split, augment, cutout)
+
+    monkeypatch.setattr(loaders, "build_dataset", spy)
+    genotype_file = tmp_path / "mine.json"
+    genotype_file.write_text(json.dumps(resolve_genotype("DARTS_V1")[0].to_json()))
+    rc = main(["-q", "select", "--config", "config/train_cifar.yaml", "--genotypes", "DARTS_V2",
+               str(genotype_file), "--dataset", "synthetic-cifar10", "--seed", "0", "--out", str(tmp_path / "sel"),
+               "--data-root", str(standin_root), *TINY, "--json"])
+    assert rc == 0
+    result = json.loads(capsys.readouterr().out)
+    assert set(splits) == {"train"}  # the test split is never built
+    assert result["train_size"] == 32 and result["holdout_size"] == 8 and result["epochs"] == 1
+    assert [c["genotype"] for c in result["candidates"]] == ["DARTS_V2", "mine"]
+    assert result["winner"]["genotype"] in ("DARTS_V2", "mine")
+    assert load_genotype(tmp_path / "sel" / "genotype.json").hash() == result["winner"]["hash"]
+
+
+def test_selection_epochs_must_exceed_the_warmup(tmp_path, capsys):
+    rc = main(["select", "--config", "config/train_cifar.yaml", "--genotypes", "DARTS_V2", "--dataset",
+               "synthetic-cifar10", "--seed", "0", "--out", str(tmp_path), "--set", "warmup_epochs=2",
+               "--set", "selection.epochs=2"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "selection.epochs" in err
