@@ -27,6 +27,7 @@ COMMAND_MODULES = [
     "itnas.tables_cli",
     "itnas.bench_cli",
     "itnas.misc_cli",
+    "itnas.gpu_check_cli",
 ]
 
 
@@ -54,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"itnas {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    parser.add_argument("--threads", type=int, metavar="N",
+                        help="CPU threads for torch (the workflow passes each rule's `threads`); "
+                             "default: OMP_NUM_THREADS, else all cores")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:
@@ -75,6 +79,17 @@ def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
 
 
+def set_threads(n: int) -> None:
+    """Cap intra-op threads. Oversubscribed OpenMP threads spin: two jobs with two threads each
+    on two cores ran a supernet step 20-40x slower than with one thread each (measured here)."""
+    if n < 1:
+        raise SystemExit("itnas: error: --threads must be >= 1")
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(n)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(n)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -82,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     setup_logging(args.verbose, args.quiet)
+    if args.threads is not None:
+        set_threads(args.threads)
     try:
         return int(args.func(args) or 0)
     except UserError as exc:

@@ -6,11 +6,19 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 # Tests never write to a tracking server a developer has configured.
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 REPO = Path(__file__).resolve().parents[1]
+
+# One intra-op thread in the test process and in every process it spawns: the shapes are tiny
+# (one thread is as fast), and tests that run several processes at once (kill/resume, DDP,
+# workflow) would otherwise oversubscribe the cores, which makes OpenMP spin 20-40x slower.
+os.environ["OMP_NUM_THREADS"] = "1"
+os.environ["MKL_NUM_THREADS"] = "1"
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
