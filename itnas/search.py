@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -28,7 +29,14 @@ from itnas.derive import derive, method_for
 from itnas.errors import UserError
 from itnas.formats import save_arch_state, save_genotype, validate_arch_state
 from itnas.loop import RunDir, check_finite, json_safe
-from itnas.policies import ArchPolicy, arch_param_count, build_policy, entropy, temperature, variant_name
+from itnas.policies import (
+    ArchPolicy,
+    arch_param_count,
+    build_policy,
+    entropy,
+    temperature,
+    variant_name,
+)
 from itnas.supernet import SearchNetwork
 
 log = logging.getLogger(__name__)
@@ -303,6 +311,7 @@ def _final_metrics(cfg, seed, variant, run, searcher, data, device) -> dict:
         "tau_final": last.get("tau"),
         "wall_clock_s": wall, "device_hours": wall / 3600.0, "gpu_hours": gpus * wall / 3600.0,
         "device": dev.describe(device), "peak_memory_bytes": dev.peak_memory_bytes(device),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "weights": sum(p.numel() for p in searcher.net.parameters()),
         "arch_params": arch_param_count(searcher.policy),
         "genotype": genotype.to_json(), "genotype_hash": genotype.hash(),

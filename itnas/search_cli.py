@@ -58,25 +58,12 @@ def run(args: argparse.Namespace) -> int:
     from itnas.data import get_spec
 
     get_spec(cfg["dataset"])  # an unknown dataset is a config error too
+    from itnas.gpu_lease import lease_for
     from itnas.search import run_search
 
-    with _lease(cfg["runtime"]["device"], 1):
+    with lease_for(cfg["runtime"]["device"], 1):
         result = run_search(cfg, args.seed, args.out)
     if args.json:
         print(json.dumps(result.metrics))
     return 0
 
-
-def _lease(device: str, count: int):
-    """One GPU per job when several run on one box (see gpu_lease); nothing to lease on CPU."""
-    import contextlib
-
-    import torch
-
-    # device_count() asks NVML and leaves CUDA uninitialised, so the lease can still choose
-    # CUDA_VISIBLE_DEVICES; is_available() would initialise the driver first.
-    if device == "cpu" or torch.cuda.device_count() == 0:
-        return contextlib.nullcontext()
-    from itnas.gpu_lease import lease_gpus
-
-    return lease_gpus(count)
