@@ -44,6 +44,12 @@ log = logging.getLogger(__name__)
 
 def check_search_config(cfg: dict, source: str) -> None:
     """Cross-key rules that the schema cannot express; refused before any work starts."""
+    from itnas.data import get_spec
+
+    try:
+        get_spec(cfg["dataset"])
+    except UserError as exc:
+        raise UserError(f"{source}: key 'dataset': {exc}") from None
     arch = cfg["arch"]
     if arch["tiep"] and not arch["transition"]:
         raise UserError(f"{source}: key 'arch.tiep': TIEP prunes with the transition matrices, "
@@ -127,7 +133,7 @@ class Searcher:
         else:
             loss, _ = self.loss(x_val, y_val)
             loss.backward()
-            loss = float(loss)
+            loss = float(loss.detach())
         self.a_opt.step()
         # The arch loss also left gradients on the weights; the weight step must not see them.
         self.w_opt.zero_grad(set_to_none=True)
@@ -139,7 +145,7 @@ class Searcher:
         loss.backward()
         nn.utils.clip_grad_norm_(self.net.parameters(), self.cfg["optim"]["grad_clip"])
         self.w_opt.step()
-        return float(loss), _accuracy(logits.detach(), y)
+        return float(loss.detach()), _accuracy(logits.detach(), y)
 
     def _unrolled_grad(self, x_val, y_val, x_tr, y_tr) -> float:
         """DARTS second order: grad_a L_val(w', a) - xi * Hessian-vector term, w' = one SGD step."""
@@ -175,7 +181,7 @@ class Searcher:
                 hp = torch.zeros_like(a) if hp is None else hp
                 hn = torch.zeros_like(a) if hn is None else hn
                 a.grad = d - xi * (hp - hn) / (2 * eps)
-        return float(loss_val)
+        return float(loss_val.detach())
 
     @torch.no_grad()
     def evaluate(self, batches) -> tuple[float, float]:

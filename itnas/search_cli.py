@@ -55,9 +55,6 @@ def load_search_config(args: argparse.Namespace) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     cfg = load_search_config(args)  # every config error surfaces here, before torch loads
-    from itnas.data import get_spec
-
-    get_spec(cfg["dataset"])  # an unknown dataset is a config error too
     from itnas.gpu_lease import lease_for
     from itnas.search import run_search
 
