@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -317,7 +316,7 @@ def _final_metrics(cfg, seed, variant, run, searcher, data, device) -> dict:
         "tau_final": last.get("tau"),
         "wall_clock_s": wall, "device_hours": wall / 3600.0, "gpu_hours": gpus * wall / 3600.0,
         "device": dev.describe(device), "peak_memory_bytes": dev.peak_memory_bytes(device),
-        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "allocation": dev.allocation(),
         "weights": sum(p.numel() for p in searcher.net.parameters()),
         "arch_params": arch_param_count(searcher.policy),
         "genotype": genotype.to_json(), "genotype_hash": genotype.hash(),

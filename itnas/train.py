@@ -8,7 +8,6 @@ import contextlib
 import copy
 import logging
 import math
-import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -25,6 +24,7 @@ from itnas import config as config_mod
 from itnas import distributed as dist_mod
 from itnas import tracking
 from itnas.device import (
+    allocation,
     autocast,
     describe,
     peak_memory_bytes,
@@ -548,7 +548,7 @@ def _final_metrics(cfg: dict, genotype: Genotype, label: str, data: TrainData, s
         "epochs": cfg["epochs"], "wall_clock_s": wall,
         "gpu_hours": wall * ctx.world_size / 3600.0 if device.type == "cuda" else 0.0,
         "device": describe(device), "world_size": ctx.world_size,
-        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "allocation": allocation(),
         "global_batch": cfg["batch_size"], "micro_batch": trainer.plan.micro_batch,
         "accumulation": trainer.plan.accumulation, "amp": trainer.amp, "channels_last": trainer.channels_last,
         "dataset": data.dataset, "benchmark": data.benchmark, "standin": data.standin,
