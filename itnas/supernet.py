@@ -10,7 +10,37 @@ import torch
 from torch import nn
 
 from itnas.formats import ALL_EDGES
-from itnas.ops import POOLING, PRIMITIVES, make_op, preprocess
+from itnas.ops import (
+    POOLING,
+    PRIMITIVES,
+    Identity,
+    make_op,
+    preprocess,
+)
+
+
+class SharedInput:
+    """A cell state and what all the edges leaving it compute alike: ReLU(x), with which every
+    conv op and FactorizedReduce starts, and the two poolings (the same stride on every edge
+    from one state). Each is computed once, on first use, instead of once per edge and op;
+    the per-edge BN after a pooling stays per edge."""
+
+    __slots__ = ("x", "_relu", "_pooled")
+
+    def __init__(self, x: torch.Tensor):
+        self.x = x
+        self._relu: torch.Tensor | None = None
+        self._pooled: dict[str, torch.Tensor] = {}
+
+    def relu(self) -> torch.Tensor:
+        if self._relu is None:
+            self._relu = torch.relu(self.x)
+        return self._relu
+
+    def pooled(self, name: str, pool: nn.Module) -> torch.Tensor:
+        if name not in self._pooled:
+            self._pooled[name] = pool(self.x)
+        return self._pooled[name]
 
 
 class MixedOp(nn.Module):
@@ -27,13 +57,32 @@ class MixedOp(nn.Module):
         self.ops = nn.ModuleList(ops)
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """The plain computation: each op on x, weighted and summed in primitive order."""
         out = weights[0] * self.ops[0](x)
         for k in range(1, len(self.ops)):
             out = out + weights[k] * self.ops[k](x)
         return out
 
+    def forward_shared(self, inp: SharedInput, weights: torch.Tensor) -> torch.Tensor:
+        """`forward(inp.x, weights)` reusing the ReLU and poolings of `inp`; the same sum in the
+        same order, accumulated in place into the first (fresh) term."""
+        out: torch.Tensor | None = None
+        for k, (name, op) in enumerate(zip(PRIMITIVES, self.ops)):
+            if name in POOLING:
+                y = op[1](inp.pooled(name, op[0]))
+            elif isinstance(op, Identity):
+                y = inp.x
+            else:  # the convs and FactorizedReduce, which all start with ReLU(x)
+                y = op.from_activated(inp.relu())
+            term = weights[k] * y
+            out = term if out is None else out.add_(term)
+        return out
+
 
 class SearchCell(nn.Module):
+    # False: every edge computes everything itself (the plain path the tests compare with).
+    fast = True
+
     def __init__(self, c_prev_prev: int, c_prev: int, channels: int, reduction: bool, reduction_prev: bool):
         super().__init__()
         self.reduction = reduction
@@ -42,6 +91,21 @@ class SearchCell(nn.Module):
         self.edges = nn.ModuleList(MixedOp(channels, 2 if reduction and i < 2 else 1) for i, _ in ALL_EDGES)
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        if not self.fast:
+            return self._forward_plain(s0, s1, weights)
+        states = [SharedInput(self.pre0(s0)), SharedInput(self.pre1(s1))]
+        n = 0
+        for j in range(2, 6):
+            node = None
+            for i in range(j):
+                out = self.edges[n].forward_shared(states[i], weights[n])
+                # Edge sums are fresh tensors, so the node can accumulate in place.
+                node = out if node is None else node.add_(out)
+                n += 1
+            states.append(SharedInput(node))
+        return torch.cat([s.x for s in states[2:]], dim=1)
+
+    def _forward_plain(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         states = [self.pre0(s0), self.pre1(s1)]
         n = 0
         for j in range(2, 6):
@@ -89,8 +153,8 @@ def supernet_stats(variant: str, dataset: str, layers: int | None = None,
                    init_channels: int | None = None) -> dict[str, int]:
     """Weight and architecture-parameter counts of the search network (`itnas stats --supernet`)."""
     from itnas.data import get_spec
-    from itnas.policies import VARIANT_FLAGS, arch_param_count, build_policy
     from itnas.errors import UserError
+    from itnas.policies import VARIANT_FLAGS, arch_param_count, build_policy
 
     if variant not in VARIANT_FLAGS:
         raise UserError(f"--variant {variant}: expected one of {', '.join(VARIANT_FLAGS)}")

@@ -1,0 +1,70 @@
+"""Where the supernet weight step spends its time: torch.profiler over a few steps, top ops by
+self CPU time (the profile in docs/performance.md).
+
+    .venv/bin/python benchmarks/profile_supernet.py --batch-size 16 --threads 1 [--channels-last]
+    .venv/bin/python benchmarks/profile_supernet.py --base 78f172c ...   # the revision before
+
+Profiler times are wall time per op, so on a machine shared with other work they are
+stretched by preemption; the shares are what to read, and `--steps` averages more.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from compare_revisions import Step, load_revision  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--base", help="profile this git revision's ops/supernet/policies instead")
+    p.add_argument("--variant", default="darts")
+    p.add_argument("--layers", type=int, default=8)
+    p.add_argument("--init-channels", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--image-size", type=int, default=32)
+    p.add_argument("--steps", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--rows", type=int, default=15)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.base:
+            supernet, policies = load_revision(args.base, Path(tmp))
+        else:
+            from itnas import policies, supernet
+        step = Step(supernet, policies, args.variant, args.layers, args.init_channels, args.batch_size,
+                    args.image_size, args.channels_last, 0)
+        step()
+        cpu = time.process_time()
+        step()
+        print(f"one step: {time.process_time() - cpu:.3f} s CPU ({args.threads} thread(s))")
+        with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+            for _ in range(args.steps):
+                step()
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    print(f"\nby op ({args.steps} steps, {total / 1e6:.2f} s profiled):")
+    print(f"{'op':<45} {'self %':>7} {'calls/step':>10}")
+    for e in sorted(events, key=lambda e: -e.self_cpu_time_total)[:args.rows]:
+        print(f"{e.key[:45]:<45} {100 * e.self_cpu_time_total / total:7.1f} {e.count // args.steps:10d}")
+    print("\nby op and input shapes:")
+    shaped = prof.key_averages(group_by_input_shape=True)
+    for e in sorted(shaped, key=lambda e: -e.self_cpu_time_total)[:args.rows]:
+        shapes = ", ".join(str(s) for s in e.input_shapes[:3] if s)
+        print(f"{e.key[:30]:<30} {100 * e.self_cpu_time_total / total:6.1f}%  {shapes[:70]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,364 @@
+"""Step-time benchmarks behind `itnas bench`: the supernet's weight and architecture steps (run
+by the real `Searcher`) and one training step of an evaluation network, on synthetic batches.
+
+Each timed step is synchronised on CUDA and reports wall and process-CPU seconds. The CPU
+figure is what to compare on a shared machine: other processes stretch wall time but not the
+CPU time this process spends (at one thread). `interleave` runs several candidates in turn
+(A B A B ...) so that load changes hit all of them alike; `benchmarks/` builds on it.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from itnas import device as dev
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], Any], device: torch.device) -> tuple[float, float]:
+    """(wall seconds, process CPU seconds) of one call, device work included."""
+    synchronize(device)
+    wall, cpu = time.perf_counter(), time.process_time()
+    fn()
+    synchronize(device)
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+@dataclass
+class Timings:
+    wall: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
+
+    def add(self, sample: tuple[float, float]) -> None:
+        self.wall.append(sample[0])
+        self.cpu.append(sample[1])
+
+    def summary(self, prefix: str) -> dict[str, float | None]:
+        if not self.wall:
+            return {f"{prefix}_s_median": None, f"{prefix}_cpu_s_median": None}
+        return {f"{prefix}_s_median": statistics.median(self.wall),
+                f"{prefix}_s_min": min(self.wall),
+                f"{prefix}_s_max": max(self.wall),
+                f"{prefix}_cpu_s_median": statistics.median(self.cpu)}
+
+
+def interleave(candidates: dict[str, Callable[[], Any]], repeats: int, device: torch.device,
+               warmup: int = 1) -> dict[str, Timings]:
+    """Time each candidate `repeats` times in turns (A B A B ...) after `warmup` untimed turns."""
+    for _ in range(warmup):
+        for fn in candidates.values():
+            fn()
+    out = {name: Timings() for name in candidates}
+    for _ in range(repeats):
+        for name, fn in candidates.items():
+            out[name].add(timed(fn, device))
+    return out
+
+
+def ratio(a: Timings, b: Timings, kind: str = "cpu") -> float:
+    """Median of a / median of b, on `kind` ('cpu' or 'wall') seconds."""
+    xa, xb = getattr(a, kind), getattr(b, kind)
+    return statistics.median(xa) / statistics.median(xb)
+
+
+def machine() -> dict[str, Any]:
+    info: dict[str, Any] = {"python": platform.python_version(), "torch": torch.__version__,
+                            "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
+                            "cpu": _cpu_name()}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+        info["cuda"] = torch.version.cuda
+    return info
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def set_threads(threads: int | None) -> None:
+    if threads:
+        torch.set_num_threads(threads)
+
+
+def synthetic_batch(batch: int, channels: int, size: int, classes: int, device: torch.device,
+                    generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    x = torch.randn(batch, channels, size, size, generator=generator)
+    y = torch.randint(classes, (batch,), generator=generator)
+    return x.to(device), y.to(device)
+
+
+class DeviceBatches:
+    """Endless augmented batches from `itnas.data.gpu_pipeline` over random uint8 images, so the
+    data pipeline's cost is part of the step (what `data.pipeline: device` does in a run)."""
+
+    def __init__(self, batch: int, channels: int, size: int, classes: int, device: torch.device,
+                 seed: int, cutout: int, images: int = 4096):
+        from itnas.data.gpu_pipeline import DeviceDataset, DeviceLoader
+
+        g = torch.Generator().manual_seed(seed)
+        pixels = torch.randint(256, (images, size, size, channels), generator=g, dtype=torch.uint8)
+        labels = torch.randint(classes, (images,), generator=g)
+        data = DeviceDataset(pixels, labels, [0.5] * channels, [0.25] * channels, device)
+        self.loader = DeviceLoader(data, batch, seed, shuffle=True, augment=True, cutout=cutout,
+                                   drop_last=True)
+        self.epoch = 0
+        self.it = iter(())
+
+    def __call__(self) -> tuple[torch.Tensor, torch.Tensor]:
+        try:
+            return next(self.it)
+        except StopIteration:
+            self.loader.set_epoch(self.epoch)
+            self.epoch += 1
+            self.it = iter(self.loader)
+            return next(self.it)
+
+
+# ----------------------------------------------------------------------------- supernet
+
+
+def _schema_defaults(schema: dict) -> dict:
+    out = {}
+    for key, sub in schema.get("properties", {}).items():
+        if "default" in sub:
+            out[key] = copy.deepcopy(sub["default"])
+        elif sub.get("type") == "object":
+            out[key] = _schema_defaults(sub)
+    return out
+
+
+def search_config(variant: str, layers: int, init_channels: int, batch: int, device: str,
+                  amp: bool | str, channels_last: bool | str, compile: bool) -> dict:
+    """The search config a run with these settings would have: schema defaults plus these keys.
+    Built without the YAML/jsonschema stack (validated with it where installed), so the bench
+    runs on a machine that has only torch and numpy (a lent GPU)."""
+    from itnas.policies import VARIANT_FLAGS
+    from itnas.search import check_search_config
+
+    schema = json.loads(resources.files("itnas.schemas").joinpath("search.json").read_text())
+    cfg = _schema_defaults(schema)
+    cfg["arch"].update(VARIANT_FLAGS[variant])
+    cfg["model"].update(layers=layers, init_channels=init_channels)
+    cfg["data"]["batch_size"] = batch
+    cfg["runtime"].update(device=device, amp=amp, channels_last=channels_last, compile=bool(compile),
+                          progress=False)
+    try:
+        from itnas.config import validate
+    except ImportError:
+        pass
+    else:
+        validate(cfg, schema, "<bench settings>")
+    check_search_config(cfg, "<bench settings>")
+    return cfg
+
+
+class SupernetBench:
+    """A `Searcher` (the search's own step code) fed with fixed synthetic batches."""
+
+    def __init__(self, variant: str = "darts", layers: int = 8, init_channels: int = 16,
+                 batch_size: int = 64, image_size: int = 32, device: str = "cpu",
+                 amp: bool | str = "auto", channels_last: bool | str = "auto", compile: bool = False,
+                 num_classes: int = 10, in_channels: int = 3, seed: int = 0, data: str = "synthetic"):
+        from itnas.search import Searcher
+
+        self.device = dev.resolve_device(device)
+        dev.set_deterministic(False)  # cudnn autotuning on CUDA, as run_search has it
+        dev.seed_everything(seed)
+        self.cfg = search_config(variant, layers, init_channels, batch_size, str(self.device), amp,
+                                 channels_last, compile)
+        self.searcher = Searcher(self.cfg, num_classes, in_channels, self.device)
+        self.searcher.policy.set_temperature(self.cfg["tau"]["start"])
+        self.variant, self.batch_size, self.image_size, self.data = variant, batch_size, image_size, data
+        g = torch.Generator().manual_seed(seed)
+        if data == "device":
+            source = DeviceBatches(batch_size, in_channels, image_size, num_classes, self.device, seed, 0)
+            self._next = source
+        elif data == "synthetic":
+            fixed = [synthetic_batch(batch_size, in_channels, image_size, num_classes, self.device, g)
+                     for _ in range(2)]
+            self._fixed = [self.searcher._prepare(*b) for b in fixed]
+            self._turn = 0
+            self._next = self._fixed_batch
+        else:
+            raise ValueError(f"data must be 'synthetic' or 'device', got {data!r}")
+
+    def _fixed_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        self._turn ^= 1
+        return self._fixed[self._turn]
+
+    def _batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = self._next()
+        if self.data == "device":
+            x, y = self.searcher._prepare(x, y)
+        return x, y
+
+    def weight_step(self) -> None:
+        self.searcher.weight_step(*self._batch())
+
+    def arch_step(self) -> None:
+        x_val, y_val = self._batch()
+        x_tr, y_tr = self._batch()
+        self.searcher.arch_step(x_val, y_val, x_tr, y_tr)
+
+    def settings(self) -> dict[str, Any]:
+        s = self.searcher
+        return {"bench": "supernet", "variant": self.variant, "layers": self.cfg["model"]["layers"],
+                "init_channels": self.cfg["model"]["init_channels"], "batch_size": self.batch_size,
+                "image_size": self.image_size, "device": dev.describe(self.device), "amp": s.amp,
+                "channels_last": s.channels_last, "compile": self.cfg["runtime"]["compile"],
+                "data": self.data,
+                "weights": sum(p.numel() for p in s.net.parameters()),
+                "arch_params": sum(p.numel() for p in s.policy.parameters())}
+
+
+def bench_supernet(steps: int = 10, warmup: int = 2, **kwargs: Any) -> dict[str, Any]:
+    """One search step after another (arch step, then weight step, as `run_search` does)."""
+    bench = SupernetBench(**kwargs)
+    device = bench.device
+    for _ in range(warmup):
+        bench.arch_step()
+        bench.weight_step()
+    dev.reset_peak_memory(device)
+    weight, arch = Timings(), Timings()
+    for _ in range(steps):
+        arch.add(timed(bench.arch_step, device))
+        weight.add(timed(bench.weight_step, device))
+    result = {**bench.settings(), "steps": steps, "warmup": warmup, **machine()}
+    result.update(weight.summary("step"))
+    result.update(arch.summary("arch_step"))
+    result["images_per_s"] = bench.batch_size / result["step_s_median"]
+    result["search_step_s_median"] = statistics.median(a + w for a, w in zip(arch.wall, weight.wall))
+    result.update(_memory(device))
+    return result
+
+
+def _memory(device: torch.device) -> dict[str, Any]:
+    kind = "cuda_max_allocated" if device.type == "cuda" else "process_max_rss"
+    out: dict[str, Any] = {"peak_memory_bytes": dev.peak_memory_bytes(device), "peak_memory_kind": kind}
+    if device.type == "cuda":
+        out["peak_memory_reserved_bytes"] = int(torch.cuda.max_memory_reserved(device))
+    return out
+
+
+# ----------------------------------------------------------------------------- evaluation network
+
+
+class TrainBench:
+    """One training step of an evaluation network, as `Trainer._step` + `_apply` do it: autocast
+    forward, loss + auxiliary_weight * auxiliary loss, backward, gradient clipping, SGD."""
+
+    def __init__(self, genotype: str = "DARTS_V2", protocol: str = "cifar", layers: int | None = None,
+                 init_channels: int | None = None, batch_size: int = 96, image_size: int | None = None,
+                 device: str = "cpu", amp: bool | str = "auto", channels_last: bool | str = "auto",
+                 compile: bool = False, num_classes: int = 10, in_channels: int = 3,
+                 auxiliary: bool = True, auxiliary_weight: float = 0.4, drop_path: float = 0.2,
+                 grad_clip: float = 5.0, seed: int = 0, data: str = "synthetic", cutout: int = 16):
+        from itnas.formats import resolve_genotype
+        from itnas.networks import PROTOCOL_DEFAULTS, build_network
+
+        self.device = dev.resolve_device(device)
+        dev.set_deterministic(False)  # cudnn autotuning on CUDA, as the Trainer has it by default
+        dev.seed_everything(seed)
+        self.genotype, self.genotype_label = resolve_genotype(genotype)
+        self.protocol = protocol
+        self.layers, self.init_channels = (layers or PROTOCOL_DEFAULTS[protocol][0],
+                                           init_channels or PROTOCOL_DEFAULTS[protocol][1])
+        self.image_size = image_size or (32 if protocol == "cifar" else 224)
+        self.amp = dev.resolve_flag(amp, self.device)
+        self.channels_last = dev.resolve_flag(channels_last, self.device)
+        self.compile = bool(compile)
+        self.model = build_network(self.genotype, protocol, num_classes, self.layers, self.init_channels,
+                                   auxiliary, drop_path, in_channels).to(self.device)
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.net = torch.compile(self.model) if self.compile else self.model
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=0.025, momentum=0.9,
+                                         weight_decay=3e-4)
+        self.auxiliary_weight, self.grad_clip = auxiliary_weight, grad_clip
+        self.batch_size, self.data = batch_size, data
+        g = torch.Generator().manual_seed(seed)
+        if data == "device":
+            self._source = DeviceBatches(batch_size, in_channels, self.image_size, num_classes,
+                                         self.device, seed, cutout)
+        elif data == "synthetic":
+            fixed = [synthetic_batch(batch_size, in_channels, self.image_size, num_classes, self.device, g)
+                     for _ in range(2)]
+            self._fixed = [self._prepare(*b) for b in fixed]
+            self._turn = 0
+        else:
+            raise ValueError(f"data must be 'synthetic' or 'device', got {data!r}")
+
+    def _prepare(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = x.to(self.device, non_blocking=True)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, y.to(self.device, non_blocking=True)
+
+    def _batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.data == "device":
+            return self._prepare(*self._source())
+        self._turn ^= 1
+        return self._fixed[self._turn]
+
+    def step(self) -> float:
+        x, y = self._batch()
+        self.optimizer.zero_grad(set_to_none=True)
+        with dev.autocast(self.device, self.amp):
+            logits, logits_aux = self.net(x)
+            loss = F.cross_entropy(logits.float(), y)
+            if logits_aux is not None:
+                loss = loss + self.auxiliary_weight * F.cross_entropy(logits_aux.float(), y)
+        loss.backward()
+        if self.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+        self.optimizer.step()
+        return float(loss.detach())
+
+    def settings(self) -> dict[str, Any]:
+        from itnas.networks import count_params
+
+        return {"bench": "train", "genotype": self.genotype_label, "protocol": self.protocol,
+                "layers": self.layers, "init_channels": self.init_channels,
+                "batch_size": self.batch_size, "image_size": self.image_size,
+                "device": dev.describe(self.device), "amp": self.amp,
+                "channels_last": self.channels_last, "compile": self.compile, "data": self.data,
+                "params": count_params(self.model)}
+
+
+def bench_train(steps: int = 10, warmup: int = 2, **kwargs: Any) -> dict[str, Any]:
+    bench = TrainBench(**kwargs)
+    device = bench.device
+    for _ in range(warmup):
+        bench.step()
+    dev.reset_peak_memory(device)
+    t = Timings()
+    for _ in range(steps):
+        t.add(timed(bench.step, device))
+    result = {**bench.settings(), "steps": steps, "warmup": warmup, **machine()}
+    result.update(t.summary("step"))
+    result["images_per_s"] = bench.batch_size / result["step_s_median"]
+    result.update(_memory(device))
+    return result

@@ -1,0 +1,35 @@
+"""Fixtures of the fast-path equality tests: one CPU thread (these tests compare numbers, and a
+shared 2-core machine makes 2-thread runs slow), the `gpu` marker, and comparison helpers."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "gpu: needs CUDA; the fast-path checks on the GPU "
+                                       "(benchmarks/gpu_check.sh runs them with -m gpu)")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def cuda():
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    return torch.device("cuda")
+
+
+def assert_rel_close(actual: torch.Tensor, expected: torch.Tensor, rel: float, what: str = "") -> None:
+    """max |actual - expected| <= rel * max |expected| (rounding-level agreement of a tensor)."""
+    assert actual.shape == expected.shape, what
+    scale = expected.detach().abs().max().double().clamp_min(1e-30)
+    err = (actual.detach().double() - expected.detach().double()).abs().max()
+    assert float(err) <= rel * float(scale), f"{what}: max error {float(err):.3g} > {rel:g} x {float(scale):.3g}"

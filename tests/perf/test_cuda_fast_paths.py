@@ -1,0 +1,206 @@
+"""The CUDA fast paths (channels-last, bf16 autocast, opt-in torch.compile) give the plain
+path's results, checked on the CPU here and on the GPU by the `gpu`-marked tests (run by
+benchmarks/gpu_check.sh). Channels-last and compile change only the order of float sums, so
+they match tightly; bf16 keeps 8 mantissa bits, so it matches to about 1e-2."""
+
+from __future__ import annotations
+
+import copy
+import statistics
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from itnas import device as dev
+from itnas.genotypes import lookup
+from itnas.networks import build_network
+from itnas.policies import build_policy
+from itnas.supernet import MixedOp, SearchNetwork, SharedInput
+from tests.perf.conftest import assert_rel_close
+
+CL = torch.channels_last
+
+
+def _supernet(device):
+    torch.manual_seed(0)
+    return (SearchNetwork(10, layers=3, init_channels=4).to(device),
+            build_policy(gumbel=False, transition=True).to(device))
+
+
+def _evalnet(device, layers=3, channels=6):
+    torch.manual_seed(0)
+    return build_network(lookup("DARTS_V2"), "cifar", 10, layers=layers, init_channels=channels).to(device)
+
+
+def _batch(device, n=2, size=32):
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(n, 3, size, size, generator=g).to(device), torch.arange(n, device=device) % 10
+
+
+def _supernet_step(net, policy, x, y, amp=False):
+    net.zero_grad(set_to_none=True)
+    policy.zero_grad(set_to_none=True)
+    with dev.autocast(x.device, amp):
+        logits = net(x, policy.all_weights())
+        loss = F.cross_entropy(logits.float(), y)
+    loss.backward()
+    return logits.detach().float(), [p.grad.float() for p in net.parameters()]
+
+
+def _eval_step(net, x, y, amp=False):
+    net.zero_grad(set_to_none=True)
+    with dev.autocast(x.device, amp):
+        logits, aux = net(x)
+        loss = F.cross_entropy(logits.float(), y) + 0.4 * F.cross_entropy(aux.float(), y)
+    loss.backward()
+    return logits.detach().float(), [p.grad.float() for p in net.parameters()]
+
+
+def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(F.cosine_similarity(a.flatten().double(), b.flatten().double(), dim=0))
+
+
+def _check_channels_last(device):
+    net, policy = _supernet(device)
+    fast = copy.deepcopy(net).to(memory_format=CL)
+    x, y = _batch(device)
+    out, grads = _supernet_step(fast, policy, x.contiguous(memory_format=CL), y)
+    ref, ref_grads = _supernet_step(net, policy, x, y)
+    assert_rel_close(out, ref, 1e-4, "logits")
+    for (name, _), g, rg in zip(net.named_parameters(), grads, ref_grads):
+        assert_rel_close(g, rg, 2e-3, name)
+
+
+def _check_bf16(device, step, build):
+    net = build(device)
+    policy = net[1] if isinstance(net, tuple) else None
+    net = net[0] if isinstance(net, tuple) else net
+    fast = copy.deepcopy(net)
+    # Batch 8: at 2 the auxiliary head's BN over 1x1 maps normalises two values, an
+    # ill-conditioned gradient that magnifies any rounding.
+    x, y = _batch(device, n=8)
+    args = (policy,) if policy is not None else ()
+    out, grads = step(fast, *args, x, y, amp=True)
+    ref, ref_grads = step(net, *args, x, y, amp=False)
+    assert_rel_close(out, ref, 5e-2, "logits")
+    # bf16 gradients are noisy tensor by tensor (small ones reach cosine ~0.7) but agree as a
+    # whole: the direction SGD follows.
+    assert _cosine(torch.cat([g.flatten() for g in grads]), torch.cat([g.flatten() for g in ref_grads])) > 0.98
+    assert statistics.median(_cosine(g, rg) for g, rg in zip(grads, ref_grads) if rg.abs().sum() > 0) > 0.95
+
+
+def test_channels_last_supernet_equals_the_contiguous_one_on_cpu():
+    _check_channels_last(torch.device("cpu"))
+
+
+def test_bf16_autocast_supernet_stays_close_to_float32_on_cpu():
+    _check_bf16(torch.device("cpu"), _supernet_step, _supernet)
+
+
+def test_bf16_autocast_evaluation_network_stays_close_to_float32_on_cpu():
+    _check_bf16(torch.device("cpu"), _eval_step, _evalnet)
+
+
+def test_compiled_supernet_edges_equal_eager_ones_on_cpu():
+    """Two edges leaving one state (shared ReLU and poolings, in-place sum, phase and blockwise
+    convs) through dynamo and AOTAutograd. Inductor's C++ build takes minutes on 2 cores, so the
+    CPU test stops at aot_eager; the GPU test below compiles with inductor."""
+    torch.manual_seed(0)
+    edges = torch.nn.ModuleList([MixedOp(4, 1), MixedOp(4, 1)])
+
+    def two_edges(x, w):
+        shared = SharedInput(x)
+        return edges[0].forward_shared(shared, w[0]).add_(edges[1].forward_shared(shared, w[1]))
+
+    x = torch.randn(2, 4, 16, 16, requires_grad=True)
+    w = torch.softmax(torch.randn(2, 7), -1)
+    compiled = torch.compile(two_edges, backend="aot_eager", fullgraph=True)
+    out = compiled(x, w)
+    (gx,) = torch.autograd.grad(out.sum(), x)
+    ref = two_edges(x, w)
+    (ref_gx,) = torch.autograd.grad(ref.sum(), x)
+    assert_rel_close(out, ref, 1e-6, "output")
+    assert_rel_close(gx, ref_gx, 1e-5, "input gradient")
+
+
+def test_compiled_evaluation_network_equals_the_eager_one_on_cpu():
+    net = _evalnet(torch.device("cpu"), layers=3, channels=4)
+    compiled = torch.compile(copy.deepcopy(net), backend="aot_eager")
+    x, y = _batch(torch.device("cpu"), size=16)
+    out, grads = _eval_step(compiled, x, y)
+    ref, ref_grads = _eval_step(net, x, y)
+    assert_rel_close(out, ref, 1e-5, "logits")
+    for g, rg in zip(grads, ref_grads):
+        assert_rel_close(g, rg, 1e-4)
+
+
+# ----------------------------------------------------------------------------- on the GPU
+
+
+@pytest.mark.gpu
+def test_fast_supernet_equals_plain_on_gpu(cuda):
+    from itnas.ops import set_fast_paths
+
+    net, policy = _supernet(cuda)
+    plain = set_fast_paths(copy.deepcopy(net), False)
+    x, y = _batch(cuda)
+    out, grads = _supernet_step(net, policy, x, y)
+    ref, ref_grads = _supernet_step(plain, policy, x, y)
+    assert_rel_close(out, ref, 1e-5, "logits")
+    for g, rg in zip(grads, ref_grads):
+        assert_rel_close(g, rg, 1e-3)
+
+
+@pytest.mark.gpu
+def test_channels_last_supernet_equals_the_contiguous_one_on_gpu(cuda):
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    _check_channels_last(cuda)
+
+
+@pytest.mark.gpu
+def test_bf16_autocast_supernet_stays_close_to_float32_on_gpu(cuda):
+    _check_bf16(cuda, _supernet_step, _supernet)
+
+
+@pytest.mark.gpu
+def test_bf16_autocast_evaluation_network_stays_close_to_float32_on_gpu(cuda):
+    _check_bf16(cuda, _eval_step, _evalnet)
+
+
+@pytest.mark.gpu
+def test_inductor_compiled_supernet_equals_eager_on_gpu(cuda):
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    net, policy = _supernet(cuda)
+    compiled = torch.compile(copy.deepcopy(net))
+    x, y = _batch(cuda)
+    out, grads = _supernet_step(compiled, policy, x, y)
+    ref, ref_grads = _supernet_step(net, policy, x, y)
+    assert_rel_close(out, ref, 1e-4, "logits")
+    for g, rg in zip(grads, ref_grads):
+        assert_rel_close(g, rg, 1e-3)
+
+
+@pytest.mark.gpu
+def test_inductor_compiled_evaluation_network_equals_eager_on_gpu(cuda):
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    net = _evalnet(cuda)
+    compiled = torch.compile(copy.deepcopy(net))
+    x, y = _batch(cuda)
+    out, grads = _eval_step(compiled, x, y)
+    ref, ref_grads = _eval_step(net, x, y)
+    assert_rel_close(out, ref, 1e-4, "logits")
+    for g, rg in zip(grads, ref_grads):
+        assert_rel_close(g, rg, 1e-3)
+
+
+@pytest.mark.gpu
+def test_device_pipeline_batches_live_on_the_gpu(cuda):
+    from itnas.bench import DeviceBatches
+
+    x, y = DeviceBatches(8, 3, 32, 10, cuda, seed=0, cutout=16)()
+    assert x.device.type == "cuda" and y.device.type == "cuda"
+    assert x.shape == (8, 3, 32, 32) and x.dtype == torch.float32

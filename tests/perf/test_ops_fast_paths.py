@@ -1,0 +1,100 @@
+"""The CPU fast paths of the primitives give the plain convolution's results: the dilated
+depthwise conv on pixel phases (bit-identical output) and the 5x5 depthwise conv with its
+block-wise weight gradient (bit-identical output and input gradient, weight gradient equal
+up to float rounding)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from itnas import ops
+from itnas.genotypes import Genotype
+from itnas.networks import build_network
+from tests.perf.conftest import assert_rel_close
+
+LAYOUTS = [torch.contiguous_format, torch.channels_last]
+
+
+def _grads(fn, x, weight, g):
+    x = x.detach().requires_grad_()
+    out = fn(x)
+    gx, gw = torch.autograd.grad(out, (x, weight), g)
+    return out.detach(), gx, gw
+
+
+@pytest.mark.parametrize("layout", LAYOUTS, ids=["nchw", "channels_last"])
+@pytest.mark.parametrize("kernel,stride,size", [(3, 1, 16), (5, 1, 16), (3, 2, 16), (5, 2, 16),
+                                                (3, 2, 15), (5, 2, 9)])
+def test_dilated_depthwise_on_phases_equals_the_dilated_conv(layout, kernel, stride, size):
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(6, 6, kernel, stride=stride, padding=kernel - 1, dilation=2, groups=6, bias=False)
+    x = torch.randn(3, 6, size, size).contiguous(memory_format=layout)
+    assert ops._phases_apply(conv, x), "the fast path must be taken here"
+    g = torch.randn_like(conv(x))
+    out, gx, gw = _grads(lambda t: ops.dilated_depthwise(conv, t), x, conv.weight, g)
+    ref, rgx, rgw = _grads(conv, x, conv.weight, g)
+    assert torch.equal(out, ref)
+    assert_rel_close(gx, rgx, 1e-6, "input gradient")
+    assert_rel_close(gw, rgw, 1e-5, "weight gradient")
+    assert out.is_contiguous(memory_format=layout)
+
+
+def test_odd_sizes_at_stride_1_take_the_plain_conv():
+    conv = torch.nn.Conv2d(4, 4, 3, padding=2, dilation=2, groups=4, bias=False)
+    assert not ops._phases_apply(conv, torch.randn(1, 4, 15, 15))
+    x = torch.randn(1, 4, 15, 15)
+    assert torch.equal(ops.depthwise(conv, x), conv(x))
+
+
+@pytest.mark.parametrize("layout", LAYOUTS, ids=["nchw", "channels_last"])
+@pytest.mark.parametrize("dtype,rel", [(torch.float32, 1e-5), (torch.float64, 1e-12)])
+def test_blockwise_5x5_weight_gradient_equals_the_plain_one(layout, dtype, rel):
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(8, 8, 5, padding=2, groups=8, bias=False).to(dtype)
+    x = torch.randn(4, 8, 16, 20, dtype=dtype).contiguous(memory_format=layout)
+    g = torch.randn(4, 8, 16, 20, dtype=dtype).contiguous(memory_format=layout)
+    out, gx, gw = _grads(lambda t: ops._Depthwise5x5.apply(t, conv.weight), x, conv.weight, g)
+    ref, rgx, rgw = _grads(conv, x, conv.weight, g)
+    assert torch.equal(out, ref)
+    assert torch.equal(gx, rgx)
+    assert_rel_close(gw, rgw, rel, "weight gradient")
+
+
+def test_depthwise_picks_the_blockwise_gradient_only_where_it_is_faster():
+    conv = torch.nn.Conv2d(4, 4, 5, padding=2, groups=4, bias=False)
+    big = ops.depthwise(conv, torch.randn(1, 4, 16, 16, requires_grad=True))
+    small = ops.depthwise(conv, torch.randn(1, 4, 8, 8, requires_grad=True))
+    assert "Depthwise5x5" in type(big.grad_fn).__name__
+    assert "Depthwise5x5" not in type(small.grad_fn).__name__
+
+
+def _all_ops_genotype() -> Genotype:
+    """A cell using every primitive, so the evaluation-network test covers all fast paths."""
+    normal = (("sep_conv_3x3", 0), ("sep_conv_5x5", 1), ("dil_conv_3x3", 0), ("dil_conv_5x5", 2),
+              ("avg_pool_3x3", 1), ("skip_connect", 3), ("max_pool_3x3", 2), ("sep_conv_5x5", 4))
+    reduce = (("dil_conv_5x5", 0), ("dil_conv_3x3", 1), ("sep_conv_5x5", 0), ("skip_connect", 1),
+              ("max_pool_3x3", 0), ("sep_conv_3x3", 3), ("avg_pool_3x3", 1), ("dil_conv_5x5", 4))
+    return Genotype(normal, (2, 3, 4, 5), reduce, (2, 3, 4, 5))
+
+
+@pytest.mark.parametrize("layout", LAYOUTS, ids=["nchw", "channels_last"])
+def test_evaluation_network_fast_paths_match_the_plain_network(layout):
+    torch.manual_seed(0)
+    net = build_network(_all_ops_genotype(), "cifar", 10, layers=3, init_channels=6).to(memory_format=layout)
+    plain = ops.set_fast_paths(copy.deepcopy(net), False)
+    x = torch.randn(2, 3, 32, 32).contiguous(memory_format=layout)
+    y = torch.tensor([1, 7])
+    results = []
+    for model in (net, plain):
+        logits, aux = model(x)
+        loss = F.cross_entropy(logits, y) + 0.4 * F.cross_entropy(aux, y)
+        loss.backward()
+        results.append((logits.detach(), [p.grad for p in model.parameters()]))
+    (out, grads), (ref, ref_grads) = results
+    assert torch.equal(out, ref)
+    for (name, _), g, rg in zip(net.named_parameters(), grads, ref_grads):
+        assert_rel_close(g, rg, 1e-4, name)

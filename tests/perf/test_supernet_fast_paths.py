@@ -1,0 +1,129 @@
+"""The supernet's fast path (ReLU and poolings shared by the edges leaving a state, in-place
+sums, plus the primitives' CPU fast paths) computes what the plain path computes: the same
+logits and BN statistics bit for bit, and gradients equal up to float rounding (tight in
+float64, where rounding is 1e-16); the batched Eq. 11 and beta softmax likewise."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from itnas.formats import INNER_EDGES
+from itnas.ops import set_fast_paths
+from itnas.policies import (
+    VARIANT_FLAGS,
+    _inner_softmax,
+    _inner_softmax_plain,
+    build_policy,
+    transition_weights,
+    transition_weights_plain,
+)
+from itnas.supernet import SearchCell, SearchNetwork
+from tests.perf.conftest import assert_rel_close
+
+
+def _fast_and_plain(dtype=torch.float32, layout=torch.contiguous_format, variant="itnas", device="cpu"):
+    torch.manual_seed(0)
+    net = SearchNetwork(10, layers=3, init_channels=4).to(device=device, dtype=dtype, memory_format=layout)
+    flags = VARIANT_FLAGS[variant]
+    policy = build_policy(flags["gumbel"], flags["transition"]).to(device=device, dtype=dtype)
+    return net, set_fast_paths(copy.deepcopy(net), False), policy
+
+
+def _run(net, policy, x, y):
+    policy.zero_grad(set_to_none=True)
+    torch.manual_seed(5)  # the same Gumbel draw for both
+    logits = net(x, policy.all_weights())
+    F.cross_entropy(logits, y).backward()
+    return (logits.detach(), {n: p.grad for n, p in net.named_parameters()},
+            {n: p.grad.clone() for n, p in policy.named_parameters()},
+            {n: b.clone() for n, b in net.named_buffers()})
+
+
+def _inputs(dtype, layout, device="cpu"):
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 3, 32, 32, generator=g, dtype=dtype).to(device).contiguous(memory_format=layout)
+    return x, torch.tensor([0, 3], device=device)
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last], ids=["nchw", "channels_last"])
+@pytest.mark.parametrize("dtype,rel_w,rel_a", [(torch.float32, 1e-4, 1e-2), (torch.float64, 1e-10, 1e-9)],
+                         ids=["float32", "float64"])
+def test_fast_supernet_step_equals_the_plain_one(layout, dtype, rel_w, rel_a):
+    net, plain, policy = _fast_and_plain(dtype, layout)
+    assert all(cell.fast for cell in net.cells) and not any(cell.fast for cell in plain.cells)
+    x, y = _inputs(dtype, layout)
+    out, grads, arch_grads, buffers = _run(net, policy, x, y)
+    ref, ref_grads, ref_arch_grads, ref_buffers = _run(plain, policy, x, y)
+    assert torch.equal(out, ref)
+    for name in ref_buffers:
+        assert torch.equal(buffers[name], ref_buffers[name]), name
+    for name in ref_grads:
+        assert_rel_close(grads[name], ref_grads[name], rel_w, name)
+    # The architecture gradient is a difference of near-equal sums (softmax Jacobian), so float32
+    # rounding shows more there; float64 pins it down.
+    for name in ref_arch_grads:
+        assert_rel_close(arch_grads[name], ref_arch_grads[name], rel_a, name)
+
+
+def test_fast_supernet_in_eval_mode_equals_the_plain_one():
+    net, plain, policy = _fast_and_plain()
+    x, y = _inputs(torch.float32, torch.contiguous_format)
+    _run(net, policy, x, y), _run(plain, policy, x, y)  # some running statistics first
+    net.eval(), plain.eval(), policy.eval()
+    with torch.no_grad():
+        w = policy.all_weights()
+        assert torch.equal(net(x, w), plain(x, w))
+
+
+def test_fast_cell_leaves_its_inputs_untouched_by_the_in_place_sums():
+    torch.manual_seed(0)
+    cell = SearchCell(8, 8, 4, reduction=False, reduction_prev=False)
+    s0, s1 = torch.randn(2, 8, 8, 8), torch.randn(2, 8, 8, 8)
+    before = s0.clone(), s1.clone()
+    cell(s0, s1, torch.softmax(torch.randn(14, 7), -1))
+    assert torch.equal(s0, before[0]) and torch.equal(s1, before[1])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_batched_transition_weights_equal_the_edge_by_edge_eq11(dtype):
+    gen = torch.Generator().manual_seed(3)
+    outer = torch.softmax(torch.randn(8, 7, generator=gen, dtype=dtype) * 4, -1).requires_grad_()
+    trans = torch.softmax(torch.randn(16, 7, 7, generator=gen, dtype=dtype) * 4, -1).requires_grad_()
+    beta = torch.cat([torch.softmax(torch.randn(i, generator=gen, dtype=dtype), 0)
+                      for i, _ in INNER_EDGES]).requires_grad_()
+    probe = torch.randn(14, 7, generator=gen, dtype=dtype)
+    z, ref = transition_weights(outer, trans, beta), transition_weights_plain(outer, trans, beta)
+    assert_rel_close(z, ref, 1e-6 if dtype == torch.float32 else 1e-14, "Z")
+    grads = torch.autograd.grad((z * probe).sum(), (outer, trans, beta))
+    ref_grads = torch.autograd.grad((ref * probe).sum(), (outer, trans, beta))
+    for g, rg, name in zip(grads, ref_grads, ("outer", "transition", "beta")):
+        assert_rel_close(g, rg, 1e-5 if dtype == torch.float32 else 1e-13, name)
+
+
+def test_batched_beta_softmax_equals_the_segment_by_segment_one():
+    logits = torch.randn(16, generator=torch.Generator().manual_seed(0)) * 3
+    assert torch.equal(_inner_softmax(logits), _inner_softmax_plain(logits))
+
+
+def test_searcher_weight_step_with_fast_paths_matches_the_plain_step():
+    from itnas.bench import search_config
+    from itnas.search import Searcher
+
+    cfg = search_config("itnas", 3, 4, 2, "cpu", False, False, False)
+    results = []
+    for fast in (True, False):
+        torch.manual_seed(0)
+        searcher = Searcher(cfg, 10, 3, torch.device("cpu"))
+        set_fast_paths(searcher.net, fast)
+        x, y = _inputs(torch.float32, torch.contiguous_format)
+        torch.manual_seed(7)
+        loss, _ = searcher.weight_step(x, y)
+        results.append((loss, [p.detach().clone() for p in searcher.net.parameters()]))
+    (loss, params), (ref_loss, ref_params) = results
+    assert loss == ref_loss
+    for p, rp in zip(params, ref_params):
+        assert_rel_close(p, rp, 1e-5)

@@ -1,0 +1,141 @@
+"""The smoke DAG end to end (one shared run, see conftest.smoke_run): tables with the expected
+rows, figures, the report, one MLflow run per job, and toggles that add paths and rerun nothing
+else."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+import yaml
+
+from tests.workflow.conftest import SMOKE, planned_jobs, snakemake
+
+pytestmark = pytest.mark.slow
+
+VARIANTS = ["darts", "gumbel", "gumbel_transition", "itnas"]
+STANDIN = "STAND-IN DATA — not comparable to the paper"
+
+
+def _csv(path):
+    with open(path, encoding="utf-8") as fh:
+        title = fh.readline()
+        return title, list(csv.DictReader(fh))
+
+
+def test_every_table_is_written_in_every_format_and_says_stand_in(smoke_run):
+    tables = smoke_run.results / "tables"
+    for n in range(1, 5):
+        for ext in ("md", "csv", "tex", "html"):
+            assert (tables / f"table{n}.{ext}").stat().st_size > 0
+        md = (tables / f"table{n}.md").read_text()
+        assert md.startswith(f"# Table {n}") and STANDIN in md.splitlines()[0]
+        assert STANDIN in _csv(tables / f"table{n}.csv")[0]
+
+
+def test_table1_holds_every_cifar10_genotype_over_two_seeds(smoke_run):
+    _, rows = _csv(smoke_run.results / "tables" / "table1.csv")
+    ours = {r["label"]: r for r in rows if r["source"] == "reproduced"}
+    assert set(ours) == set(VARIANTS) | {"DARTS_V1", "DARTS_V2"}
+    for label, row in ours.items():
+        assert row["n_seeds"] == "2" and row["seeds"] == "0 1", label
+        assert row["dataset"] == "synthetic-cifar10"
+        assert 0 <= float(row["error_mean"]) <= 100 and float(row["params_m"]) > 0
+        assert float(row["macs_m"]) > 0
+    assert ours["itnas"]["paper_error"] == "2.45" and ours["DARTS_V2"]["paper_row"] == "DARTS (2nd)"
+    assert ours["itnas"]["search_gpu_days"] != ""
+    assert len([r for r in rows if r["source"] == "paper"]) == 18
+
+
+def test_table2_is_the_ablation_over_the_four_variants(smoke_run):
+    _, rows = _csv(smoke_run.results / "tables" / "table2.csv")
+    assert [r["variant"] for r in rows] == VARIANTS
+    assert [r["paper_error"] for r in rows] == ["2.76", "2.72", "2.53", "2.45"]
+    for row in rows:
+        assert row["n_seeds"] == "2" and row["n_searches"] == "2"
+        assert row["selected_seed"] in ("0", "1")
+
+
+def test_tables_3_and_4_hold_the_transferred_cells(smoke_run):
+    _, t3 = _csv(smoke_run.results / "tables" / "table3.csv")
+    ours3 = {r["label"]: r for r in t3 if r["source"] == "reproduced"}
+    assert set(ours3) == {"itnas", "DARTS_V2"}
+    assert ours3["itnas"]["n_seeds"] == "2" and ours3["itnas"]["paper_top1"] == "24.04"
+    _, t4 = _csv(smoke_run.results / "tables" / "table4.csv")
+    ours4 = {r["label"]: r for r in t4 if r["source"] == "reproduced"}
+    assert set(ours4) == {"itnas", "DARTS_V2"}
+    for bench in ("cinic10", "cifar100", "svhn"):
+        assert ours4["itnas"][f"{bench}_n"] == "2" and ours4["itnas"][f"{bench}_mean"] != ""
+
+
+def test_figures_and_the_report_are_made(smoke_run):
+    figures = smoke_run.results / "figures" / "synthetic-cifar10"
+    for variant in VARIANTS:
+        for kind in ("cell", "search"):
+            assert (figures / f"{kind}_{variant}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = smoke_run.results / "report.html"
+    assert report.stat().st_size > 10_000
+
+
+def test_every_search_and_training_job_is_an_mlflow_run(smoke_run):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{smoke_run.results / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("itnas-smoke")
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    by_rule: dict[str, list] = {}
+    for r in runs:
+        by_rule.setdefault(r.data.tags.get("rule"), []).append(r)
+    assert len(by_rule.get("search", [])) == 8
+    assert len(by_rule.get("train", [])) == 24
+    assert len(by_rule.get("train_imagenet", [])) == 4
+    labels = sorted(r.data.tags.get("variant", r.data.tags.get("label")) for r in by_rule["train"])
+    assert labels.count("itnas") == 8 and labels.count("DARTS_V2") == 8 and labels.count("darts") == 2
+    search = by_rule["search"][0]
+    assert {"stage", "dataset", "variant", "seed", "git_commit", "genotype_hash"} <= set(search.data.tags)
+    assert search.data.params.get("epochs") == "2"
+    assert len(client.get_metric_history(search.info.run_id, "val_acc")) == 2
+    assert all(r.info.status == "FINISHED" for r in runs)
+
+
+def test_a_second_run_has_nothing_to_do(smoke_run):
+    assert planned_jobs(smoke_run.workdir, "--configfile", SMOKE) == {}
+
+
+def test_tracking_settings_never_rerun_a_job(smoke_run):
+    def no_tracking(cfg):
+        cfg["tracking"]["enabled"] = False
+
+    overlay = _overlay(smoke_run, "untracked.yaml", no_tracking)
+    assert planned_jobs(smoke_run.workdir, "--configfile", overlay) == {}
+    server = {"MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}
+    assert planned_jobs(smoke_run.workdir, "--configfile", SMOKE, extra_env=server) == {}
+
+
+def _overlay(smoke_run, name: str, edit) -> str:
+    cfg = yaml.safe_load((smoke_run.workdir / SMOKE).read_text())
+    edit(cfg)
+    (smoke_run.workdir / "config" / name).write_text(yaml.safe_dump(cfg))
+    return f"config/{name}"
+
+
+def test_adding_a_training_seed_adds_only_its_trainings_and_the_tables(smoke_run):
+    def add_seed(cfg):
+        cfg["evaluate"]["cifar10"]["seeds"] = [0, 1, 2]
+
+    overlay = _overlay(smoke_run, "more-seeds.yaml", add_seed)
+    assert planned_jobs(smoke_run.workdir, "--configfile", overlay) == {"train": 6, "tables": 1, "all": 1}
+    printed = snakemake(smoke_run.workdir, "-n", "-p", "--configfile", overlay).stdout
+    assert "results/smoke/train/synthetic-cifar10/itnas/seed2/metrics.json" in printed
+
+
+def test_dropping_a_variant_reruns_only_the_tables_and_overwrites_nothing(smoke_run):
+    def drop(cfg):
+        cfg["search"]["variants"] = ["darts", "gumbel_transition", "itnas"]
+        cfg["evaluate"]["cifar10"]["cells"] = ["darts", "gumbel_transition", "itnas"]
+
+    overlay = _overlay(smoke_run, "no-gumbel.yaml", drop)
+    assert planned_jobs(smoke_run.workdir, "--configfile", overlay) == {"tables": 1, "all": 1}
+    # Its results stay where they were: switching back needs no job but the tables.
+    assert (smoke_run.results / "search" / "synthetic-cifar10" / "gumbel" / "seed1" / "metrics.json").exists()
+    assert planned_jobs(smoke_run.workdir, "--configfile", SMOKE) == {}

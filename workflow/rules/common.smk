@@ -1,0 +1,260 @@
+"""Paths, config checks and input functions shared by the rule files.
+
+Every output path carries what distinguishes a run: the dataset, the ablation variant (the
+Gumbel/Transition/TIEP flag set) or published genotype, and the seed. Toggling a variant, a
+seed or a dataset therefore only adds or removes paths; it never overwrites another run.
+"""
+
+import os
+import re
+import shlex
+
+from snakemake.exceptions import WorkflowError
+
+BENCHMARKS = ["cifar10", "cifar100", "cinic10", "svhn", "imagenet"]
+VARIANTS = ["darts", "gumbel", "gumbel_transition", "itnas"]
+# How each variant turns its architecture state into a genotype (SPEC section 2).
+DERIVE_METHOD = {"darts": "darts", "gumbel": "darts", "gumbel_transition": "darts", "itnas": "tiep"}
+
+RESULTS = config["results"].rstrip("/")
+DATA_ROOT = config["data_root"].rstrip("/")
+LOGS = f"{RESULTS}/logs"
+DATASETS = config["datasets"]
+SEARCH = config["search"]
+SEARCH_DATASET = DATASETS[SEARCH["benchmark"]]
+IMAGENET_DATASET = DATASETS["imagenet"]
+EVALUATE = config["evaluate"]
+TABLE_NAMES = ["table1", "table2", "table3", "table4"]
+
+
+def _check_config():
+    """Cross-key rules the schema cannot express; refused before any job starts."""
+    searched = set(SEARCH["variants"])
+    for bench, target in EVALUATE.items():
+        for cell in target["cells"]:
+            if cell not in searched:
+                raise WorkflowError(
+                    f"config key 'evaluate.{bench}.cells': variant '{cell}' is not searched "
+                    f"(add it to 'search.variants': {', '.join(SEARCH['variants'])})")
+    names = list(DATASETS.values())
+    for name in set(names):
+        if names.count(name) > 1:
+            raise WorkflowError(f"config key 'datasets': '{name}' plays two benchmarks")
+    if IMAGENET_DATASET == SEARCH_DATASET:
+        raise WorkflowError("config key 'search.benchmark': the search dataset cannot be the ImageNet one")
+
+
+_check_config()
+
+
+# ----------------------------------------------------------------------------- paths
+
+
+def search_dir(dataset, variant, seed):
+    return f"{RESULTS}/search/{dataset}/{variant}/seed{seed}"
+
+
+def derived_genotype(dataset, variant, seed):
+    return f"{RESULTS}/derive/{dataset}/{variant}/seed{seed}/genotype.json"
+
+
+def select_dir(dataset, variant):
+    return f"{RESULTS}/select/{dataset}/{variant}"
+
+
+def train_dir(dataset, label, seed):
+    return f"{RESULTS}/train/{dataset}/{label}/seed{seed}"
+
+
+def data_manifest(dataset):
+    return f"{DATA_ROOT}/{dataset}/.itnas-manifest.json"
+
+
+def evaluated_labels(bench):
+    target = EVALUATE.get(bench)
+    if not target:
+        return []
+    return list(target["cells"]) + list(target["baselines"])
+
+
+def wildcard_alternatives(names):
+    return "|".join(re.escape(n) for n in sorted(set(names))) or "(?!x)x"
+
+
+CIFAR_LIKE = [DATASETS[b] for b in BENCHMARKS if b != "imagenet"]
+
+
+# ----------------------------------------------------------------------------- targets
+
+
+def search_metrics():
+    return [f"{search_dir(SEARCH_DATASET, v, s)}/metrics.json"
+            for v in SEARCH["variants"] for s in SEARCH["seeds"]]
+
+
+def selections():
+    return [f"{select_dir(SEARCH_DATASET, v)}/selection.json" for v in SEARCH["variants"]]
+
+
+def train_metrics():
+    out = []
+    for bench in BENCHMARKS:
+        for label in evaluated_labels(bench):
+            for seed in EVALUATE[bench]["seeds"]:
+                out.append(f"{train_dir(DATASETS[bench], label, seed)}/metrics.json")
+    return out
+
+
+def table_files(ext):
+    return [f"{RESULTS}/tables/{name}.{ext}" for name in TABLE_NAMES]
+
+
+def figure_files():
+    out = []
+    for v in SEARCH["variants"]:
+        out.append(f"{RESULTS}/figures/{SEARCH_DATASET}/cell_{v}.png")
+        out.append(f"{RESULTS}/figures/{SEARCH_DATASET}/search_{v}.png")
+    return out
+
+
+def all_targets(wildcards):
+    """Everything `rule all` asks for, from the config switches alone."""
+    return (table_files("md") + table_files("csv") + table_files("tex") + table_files("html")
+            + figure_files())
+
+
+# ----------------------------------------------------------------------------- input functions
+
+
+def search_data(wildcards):
+    return data_manifest(wildcards.dataset)
+
+
+def derive_input(wildcards):
+    return f"{search_dir(wildcards.dataset, wildcards.variant, wildcards.seed)}/arch_state.json"
+
+
+def select_candidates(wildcards):
+    return [derived_genotype(wildcards.dataset, wildcards.variant, s) for s in SEARCH["seeds"]]
+
+
+def select_data(wildcards):
+    return data_manifest(wildcards.dataset)
+
+
+def search_histories(wildcards):
+    return [f"{search_dir(wildcards.dataset, wildcards.variant, s)}/history.json" for s in SEARCH["seeds"]]
+
+
+def selected_genotype(wildcards):
+    return f"{select_dir(wildcards.dataset, wildcards.variant)}/genotype.json"
+
+
+def train_inputs(wildcards):
+    """The dataset, and for a searched variant the genotype its selection chose."""
+    inputs = {"data": data_manifest(wildcards.dataset)}
+    if wildcards.label in VARIANTS:
+        inputs["genotype"] = f"{select_dir(SEARCH_DATASET, wildcards.label)}/genotype.json"
+    return inputs
+
+
+# ----------------------------------------------------------------------------- params
+
+
+def _sets(items):
+    return " ".join(f"--set {shlex.quote(item)}" for item in items)
+
+
+def search_overrides(wildcards):
+    return _sets(SEARCH["set"])
+
+
+def select_overrides(wildcards):
+    return _sets(config["select"]["set"])
+
+
+BENCHMARK_OF = {dataset: bench for bench, dataset in DATASETS.items()}
+
+
+def _target_sets(dataset):
+    target = EVALUATE.get(BENCHMARK_OF.get(dataset, ""), {}) or {}
+    return list(target.get("set", []))
+
+
+def train_overrides(wildcards):
+    return _sets(config["train"]["cifar"]["set"] + _target_sets(wildcards.dataset))
+
+
+def imagenet_overrides(wildcards):
+    return _sets(config["train"]["imagenet"]["set"] + _target_sets(wildcards.dataset))
+
+
+def derive_method(wildcards):
+    return DERIVE_METHOD[wildcards.variant]
+
+
+def train_genotype(wildcards, input):
+    """A variant trains the genotype file its selection wrote; a baseline is a registered name."""
+    return input.genotype if wildcards.label in VARIANTS else wildcards.label
+
+
+def tracking_uri():
+    return os.environ.get("MLFLOW_TRACKING_URI") or config["tracking"]["uri"] or f"sqlite:///{RESULTS}/mlflow.db"
+
+
+def export_job_environment():
+    """Tracking settings every job inherits from Snakemake's own environment. They are not
+    params of the rules on purpose, since switching tracking or its store must never rerun a job."""
+    if config["tracking"]["enabled"]:
+        settings = {"MLFLOW_TRACKING_URI": tracking_uri(),
+                    "MLFLOW_EXPERIMENT_NAME": config["tracking"]["experiment"]}
+    else:
+        settings = {"ITNAS_TRACKING": "off"}
+    os.environ.update(settings)
+
+
+export_job_environment()
+
+
+def run_folder(wildcards, output):
+    """The run folder of a job: the folder of its metrics (or selection) file."""
+    first = output.metrics if hasattr(output, "metrics") else output.selection
+    return os.path.dirname(first)
+
+
+def data_root(wildcards, output):
+    """DATA_ROOT, taken from the manifest path: DATA_ROOT/NAME/.itnas-manifest.json."""
+    return os.path.dirname(os.path.dirname(output.manifest))
+
+
+def input_data_root(wildcards, input):
+    """DATA_ROOT of a job's dataset, from its manifest path."""
+    return os.path.dirname(os.path.dirname(input.data))
+
+
+def tables_folder(wildcards, output):
+    return os.path.dirname(output.md[0])
+
+
+def rule_threads(name):
+    return config["threads"][name]
+
+
+def imagenet_gpus(wildcards):
+    return config["train"]["imagenet"]["gpus"]
+
+
+def table_benchmarks(wildcards):
+    return " ".join(f"--benchmark {b}={shlex.quote(DATASETS[b])}" for b in BENCHMARKS)
+
+
+def _standin(dataset):
+    return " (STAND-IN DATA)" if dataset.startswith("synthetic-") else ""
+
+
+def cell_title(wildcards):
+    return f"{wildcards.variant}: selected cell, searched on {wildcards.dataset}{_standin(wildcards.dataset)}"
+
+
+def curves_title(wildcards):
+    return f"{wildcards.variant}: search curves on {wildcards.dataset}{_standin(wildcards.dataset)}"

@@ -1,0 +1,20 @@
+# Datasets: fetch (or generate, for synthetic-* stand-ins) and verify each dataset once.
+
+
+rule data_fetch:
+    """Fetch or generate one dataset into DATA_ROOT/NAME and verify it against its manifest."""
+    output:
+        manifest=f"{DATA_ROOT}/{{dataset}}/.itnas-manifest.json",
+    log:
+        f"{LOGS}/data/{{dataset}}.log",
+    conda:
+        "../envs/itnas.yaml"
+    params:
+        root=data_root,
+    threads: rule_threads("data")
+    resources:
+        mem_mb=4000,
+        runtime=240,
+    shell:
+        "(itnas data fetch {wildcards.dataset} --root {params.root}"
+        " && itnas data verify {wildcards.dataset} --root {params.root}) > {log} 2>&1"

@@ -1,0 +1,51 @@
+# Figures for the report: each variant's selected cell and its search curves.
+
+
+rule plot_cell:
+    """Draw the normal and reduction cells a variant's selection chose."""
+    input:
+        genotype=selected_genotype,
+    output:
+        report(
+            f"{RESULTS}/figures/{{dataset}}/cell_{{variant}}.png",
+            caption="../report/cell.rst",
+            category="Searched cells",
+            labels={"variant": "{variant}", "figure": "cells"},
+        ),
+    log:
+        f"{LOGS}/plot/{{dataset}}/cell_{{variant}}.log",
+    conda:
+        "../envs/itnas.yaml"
+    params:
+        title=cell_title,
+    threads: rule_threads("plot")
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    shell:
+        "itnas plot cell --genotype {input.genotype} --out {output} --title {params.title:q} > {log} 2>&1"
+
+
+rule plot_search:
+    """Plot temperature, edge-weight entropy and accuracy per epoch of a variant's searches."""
+    input:
+        histories=search_histories,
+    output:
+        report(
+            f"{RESULTS}/figures/{{dataset}}/search_{{variant}}.png",
+            caption="../report/search_curves.rst",
+            category="Search curves",
+            labels={"variant": "{variant}", "figure": "search curves"},
+        ),
+    log:
+        f"{LOGS}/plot/{{dataset}}/search_{{variant}}.log",
+    conda:
+        "../envs/itnas.yaml"
+    params:
+        title=curves_title,
+    threads: rule_threads("plot")
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    shell:
+        "itnas plot curves --history {input.histories} --out {output} --title {params.title:q} > {log} 2>&1"

@@ -1,0 +1,31 @@
+# Architecture search: one job per (dataset, ablation variant, seed).
+
+
+rule search:
+    """Search one cell with one ablation variant and seed (resumes from its checkpoint)."""
+    input:
+        data=search_data,
+        config=SEARCH["config"],
+    output:
+        arch_state=f"{RESULTS}/search/{{dataset}}/{{variant}}/seed{{seed}}/arch_state.json",
+        genotype=f"{RESULTS}/search/{{dataset}}/{{variant}}/seed{{seed}}/genotype.json",
+        history=f"{RESULTS}/search/{{dataset}}/{{variant}}/seed{{seed}}/history.json",
+        metrics=f"{RESULTS}/search/{{dataset}}/{{variant}}/seed{{seed}}/metrics.json",
+    log:
+        f"{LOGS}/search/{{dataset}}/{{variant}}/seed{{seed}}.log",
+    conda:
+        "../envs/itnas.yaml"
+    params:
+        data_root=input_data_root,
+        out=run_folder,
+        overrides=search_overrides,
+    threads: rule_threads("search")
+    resources:
+        gpu=1,
+        mem_mb=16000,
+        runtime=24 * 60,
+    shell:
+        "ITNAS_RULE=search OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads}"
+        " itnas search --config {input.config} --variant {wildcards.variant} --seed {wildcards.seed}"
+        " --dataset {wildcards.dataset} --data-root {params.data_root} --out {params.out}"
+        " {params.overrides} > {log} 2>&1"

@@ -1,0 +1,54 @@
+# Derivation and selection: each search's genotype by its variant's rule (TIEP for itnas, the
+# DARTS rule otherwise), then the best of a variant's seeds by short training (itnas select).
+
+
+rule derive:
+    """Derive the genotype of one search with its variant's method (tiep or darts)."""
+    input:
+        arch_state=derive_input,
+    output:
+        genotype=f"{RESULTS}/derive/{{dataset}}/{{variant}}/seed{{seed}}/genotype.json",
+    log:
+        f"{LOGS}/derive/{{dataset}}/{{variant}}/seed{{seed}}.log",
+    conda:
+        "../envs/itnas.yaml"
+    params:
+        method=derive_method,
+    threads: rule_threads("derive")
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    shell:
+        "ITNAS_RULE=derive OMP_NUM_THREADS={threads}"
+        " itnas derive --arch-state {input.arch_state} --method {params.method}"
+        " --out {output.genotype} > {log} 2>&1"
+
+
+rule select:
+    """Choose the best of one variant's searched cells by short training on held-out data."""
+    input:
+        data=select_data,
+        config=config["select"]["config"],
+        genotypes=select_candidates,
+    output:
+        selection=f"{RESULTS}/select/{{dataset}}/{{variant}}/selection.json",
+        genotype=f"{RESULTS}/select/{{dataset}}/{{variant}}/genotype.json",
+    log:
+        f"{LOGS}/select/{{dataset}}/{{variant}}.log",
+    conda:
+        "../envs/itnas.yaml"
+    params:
+        seed=config["select"]["seed"],
+        data_root=input_data_root,
+        out=run_folder,
+        overrides=select_overrides,
+    threads: rule_threads("select")
+    resources:
+        gpu=1,
+        mem_mb=16000,
+        runtime=24 * 60,
+    shell:
+        "ITNAS_RULE=select ITNAS_LABEL={wildcards.variant} OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads}"
+        " itnas select --config {input.config} --genotypes {input.genotypes}"
+        " --dataset {wildcards.dataset} --seed {params.seed} --data-root {params.data_root}"
+        " --out {params.out} {params.overrides} > {log} 2>&1"

@@ -1,0 +1,37 @@
+# The paper's Tables 1-4 from the runs' metrics.json files, beside the published numbers.
+
+
+rule tables:
+    """Write Tables 1-4 (Markdown, CSV, LaTeX, HTML) from every search, selection and training."""
+    input:
+        published="config/published.yaml",
+        search=search_metrics(),
+        select=selections(),
+        train=train_metrics(),
+    output:
+        md=table_files("md"),
+        csv=table_files("csv"),
+        tex=table_files("tex"),
+        html=[
+            report(
+                f"{RESULTS}/tables/{name}.html",
+                caption="../report/tables.rst",
+                category="Tables",
+                labels={"table": name},
+            )
+            for name in TABLE_NAMES
+        ],
+    log:
+        f"{LOGS}/tables.log",
+    conda:
+        "../envs/itnas.yaml"
+    params:
+        out=tables_folder,
+        benchmarks=table_benchmarks,
+    threads: rule_threads("tables")
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    shell:
+        "itnas tables --published {input.published} --out-dir {params.out} {params.benchmarks}"
+        " --search {input.search} --select {input.select} --train {input.train} > {log} 2>&1"

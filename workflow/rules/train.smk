@@ -1,0 +1,64 @@
+# Evaluation training: each (dataset, genotype, seed) from scratch, CIFAR-style on one GPU,
+# ImageNet on several GPUs of one node (itnas train --nproc starts torchrun).
+
+
+rule train:
+    """Train one evaluation network of a CIFAR-like dataset (CIFAR-10/100, CINIC-10, SVHN)."""
+    input:
+        unpack(train_inputs),
+        config=config["train"]["cifar"]["config"],
+    output:
+        metrics=f"{RESULTS}/train/{{dataset}}/{{label}}/seed{{seed}}/metrics.json",
+    log:
+        f"{LOGS}/train/{{dataset}}/{{label}}/seed{{seed}}.log",
+    conda:
+        "../envs/itnas.yaml"
+    wildcard_constraints:
+        dataset=wildcard_alternatives(CIFAR_LIKE),
+    params:
+        genotype=train_genotype,
+        data_root=input_data_root,
+        out=run_folder,
+        overrides=train_overrides,
+    threads: rule_threads("train")
+    resources:
+        gpu=1,
+        mem_mb=24000,
+        runtime=3 * 24 * 60,
+    shell:
+        "ITNAS_RULE=train ITNAS_LABEL={wildcards.label} OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads}"
+        " itnas train --config {input.config} --genotype {params.genotype}"
+        " --dataset {wildcards.dataset} --seed {wildcards.seed} --data-root {params.data_root}"
+        " --out {params.out} {params.overrides} > {log} 2>&1"
+
+
+rule train_imagenet:
+    """Train one ImageNet evaluation network on `gpu` GPUs of one node (torchrun when > 1)."""
+    input:
+        unpack(train_inputs),
+        config=config["train"]["imagenet"]["config"],
+    output:
+        metrics=f"{RESULTS}/train/{{dataset}}/{{label}}/seed{{seed}}/metrics.json",
+    log:
+        f"{LOGS}/train/{{dataset}}/{{label}}/seed{{seed}}.log",
+    conda:
+        "../envs/itnas.yaml"
+    wildcard_constraints:
+        dataset=wildcard_alternatives([IMAGENET_DATASET]),
+    params:
+        genotype=train_genotype,
+        data_root=input_data_root,
+        out=run_folder,
+        overrides=imagenet_overrides,
+    threads: rule_threads("train_imagenet")
+    resources:
+        gpu=imagenet_gpus,
+        mem_mb=128000,
+        runtime=7 * 24 * 60,
+    shell:
+        # The job's threads are shared by its processes (one per GPU).
+        "ITNAS_RULE=train_imagenet ITNAS_LABEL={wildcards.label}"
+        " OMP_NUM_THREADS=$(( ({threads} + {resources.gpu} - 1) / {resources.gpu} ))"
+        " itnas train --config {input.config} --nproc {resources.gpu} --genotype {params.genotype}"
+        " --dataset {wildcards.dataset} --seed {wildcards.seed} --data-root {params.data_root}"
+        " --out {params.out} {params.overrides} > {log} 2>&1"
