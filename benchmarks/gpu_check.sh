@@ -90,7 +90,7 @@ run train_fast 150 "${BENCH[@]}" train --genotype DARTS_V2 $TRAIN --steps $(( 2 
 # 3. The fast paths against the plain ones, on this device.
 echo "== gpu tests ($(( SECONDS - START )) s elapsed)"
 if "$PY" -c "import pytest" 2>/dev/null; then
-    TESTS=("$PY" -m pytest tests/perf -q -m gpu -p no:cacheprovider -o addopts="" -rA)
+    TESTS=("$PY" -m pytest tests/perf -v -m gpu -p no:cacheprovider -o addopts="")
 else
     TESTS=("$PY" benchmarks/run_gpu_tests.py)
 fi

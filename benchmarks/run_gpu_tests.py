@@ -53,6 +53,8 @@ def main() -> int:
         install_shim()
     import torch
 
+    # As the `cuda` fixture of tests/perf/conftest.py: float32 comparisons without TF32.
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     failed = passed = skipped = 0
     for name in MODULES:
         module = importlib.import_module(name)

@@ -176,7 +176,7 @@ def search_config(variant: str, layers: int, init_channels: int, batch: int, dev
 
 
 class SupernetBench:
-    """A `Searcher` (the search's own step code) fed with fixed synthetic batches."""
+    """A `Searcher` (the search's own step code) fed with fixed random batches or the GPU pipeline."""
 
     def __init__(self, variant: str = "darts", layers: int = 8, init_channels: int = 16,
                  batch_size: int = 64, image_size: int = 32, device: str = "cpu",
@@ -192,6 +192,7 @@ class SupernetBench:
         self.searcher = Searcher(self.cfg, num_classes, in_channels, self.device)
         self.searcher.policy.set_temperature(self.cfg["tau"]["start"])
         self.variant, self.batch_size, self.image_size, self.data = variant, batch_size, image_size, data
+        self._last: tuple[torch.Tensor, torch.Tensor] | None = None
         g = torch.Generator().manual_seed(seed)
         if data == "device":
             source = DeviceBatches(batch_size, in_channels, image_size, num_classes, self.device, seed, 0)
@@ -216,11 +217,14 @@ class SupernetBench:
         return x, y
 
     def weight_step(self) -> None:
-        self.searcher.weight_step(*self._batch())
+        self._last = self._batch()
+        self.searcher.weight_step(*self._last)
 
     def arch_step(self) -> None:
+        # One batch per step each, as the search draws them; the training batch only matters to
+        # the second-order step, which gets the last weight batch.
         x_val, y_val = self._batch()
-        x_tr, y_tr = self._batch()
+        x_tr, y_tr = self._last if self._last is not None else (x_val, y_val)
         self.searcher.arch_step(x_val, y_val, x_tr, y_tr)
 
     def settings(self) -> dict[str, Any]:

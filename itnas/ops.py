@@ -6,10 +6,11 @@ FactorizedReduce. `affine=False` everywhere in the search network, `True` in eva
 
 Speed (docs/performance.md): every block that starts with a ReLU also offers
 `from_activated(r)`, the same block given r = ReLU(x), so the supernet computes the ReLU of a
-cell state once for all the edges and ops that leave it. On the CPU a depthwise conv with
-dilation 2 runs as an undilated conv on the input's even/odd pixel phases, the same products
-summed in the same order (bit-identical output) at a fraction of the cost; `set_fast_paths`
-turns such paths off to get the plain computation the tests compare against.
+cell state once for all the edges and ops that leave it. On the CPU, depthwise convs with
+dilation 2 run as undilated convs on the input's row/column parity phases, and 5x5 depthwise
+convs get their weight gradient from four 3x3 ones: the same outputs (bit-identical in
+tests/perf) and gradients equal up to float rounding, at a fraction of the cost.
+`set_fast_paths(module, False)` turns these paths off: the plain computation the tests compare with.
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ class _Depthwise5x5(torch.autograd.Function):
     """A 5x5 depthwise conv (stride 1, padding 2) whose weight gradient is assembled from four
     3x3 ones: the 25 taps lie in four 3x3 blocks of a 6x6 grid, and each block's gradient is
     that of a 3x3 conv of the input shifted by the block's offset. The CPU's 5x5 depthwise
-    weight-gradient kernel is 2-4x slower than four 3x3 ones at 16 px and up. Forward and input
+    weight-gradient kernel is 1.7-4.5x slower than four 3x3 ones at 16 px and up. Forward and input
     gradient are the plain kernels'; the weight gradient differs by float rounding only."""
 
     @staticmethod
@@ -115,13 +116,12 @@ class _Depthwise5x5(torch.autograd.Function):
             grad_x = torch.ops.aten.convolution_backward(grad, x, weight, None, [1, 1], [2, 2], [1, 1], False,
                                                          [0, 0], groups, [True, False, False])[0]
         if ctx.needs_input_grad[1]:
-            h, w = x.shape[2], x.shape[3]
-            padded = F.pad(x, (3, 3, 3, 3))
-            w3 = weight.new_empty(groups, 1, 3, 3)
+            w3 = weight.new_zeros(groups, 1, 3, 3)  # only its shape matters
             grid = weight.new_zeros(groups, 1, 6, 6)
-            for a in (0, 3):  # block rows hold taps a-2 .. a (row 3 of the grid is unused)
+            for a in (0, 3):  # block rows a..a+2 hold taps a-2 .. a (grid row 5, tap 3, is unused)
                 for b in (0, 3):
-                    shifted = padded[:, :, a + 1:a + 3 + h, b + 1:b + 3 + w]
+                    # shifted[r, c] = x[r + a - 2, c + b - 2], zero outside; negative pads crop
+                    shifted = F.pad(x, (2 - b, b, 2 - a, a))
                     grid[:, :, a:a + 3, b:b + 3] = torch.ops.aten.convolution_backward(
                         grad, shifted, w3, None, [1, 1], [0, 0], [1, 1], False, [0, 0], groups,
                         [False, True, False])[1]

@@ -2,6 +2,10 @@
 reductions at 1/3 and 2/3 of the depth. The network is plain PyTorch: its forward takes the
 edge weights of each cell type from an `ArchPolicy` (policies.py), which holds the
 architecture parameters beside it, as pt.darts keeps its controller.
+
+A cell computes the ReLU and the poolings of each state once for all edges leaving it
+(`SharedInput`); `ops.set_fast_paths(net, False)` restores the plain per-edge computation,
+which tests/perf compares it with (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -10,13 +14,7 @@ import torch
 from torch import nn
 
 from itnas.formats import ALL_EDGES
-from itnas.ops import (
-    POOLING,
-    PRIMITIVES,
-    Identity,
-    make_op,
-    preprocess,
-)
+from itnas.ops import POOLING, PRIMITIVES, Identity, make_op, preprocess
 
 
 class SharedInput:

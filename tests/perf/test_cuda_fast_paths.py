@@ -154,8 +154,6 @@ def test_fast_supernet_equals_plain_on_gpu(cuda):
 
 @pytest.mark.gpu
 def test_channels_last_supernet_equals_the_contiguous_one_on_gpu(cuda):
-    torch.backends.cudnn.allow_tf32 = False
-    torch.backends.cuda.matmul.allow_tf32 = False
     _check_channels_last(cuda)
 
 
@@ -170,9 +168,16 @@ def test_bf16_autocast_evaluation_network_stays_close_to_float32_on_gpu(cuda):
 
 
 @pytest.mark.gpu
+def test_device_pipeline_batches_live_on_the_gpu(cuda):
+    from itnas.bench import DeviceBatches
+
+    x, y = DeviceBatches(8, 3, 32, 10, cuda, seed=0, cutout=16)()
+    assert x.device.type == "cuda" and y.device.type == "cuda"
+    assert x.shape == (8, 3, 32, 32) and x.dtype == torch.float32
+
+
+@pytest.mark.gpu
 def test_inductor_compiled_supernet_equals_eager_on_gpu(cuda):
-    torch.backends.cudnn.allow_tf32 = False
-    torch.backends.cuda.matmul.allow_tf32 = False
     net, policy = _supernet(cuda)
     compiled = torch.compile(copy.deepcopy(net))
     x, y = _batch(cuda)
@@ -185,8 +190,6 @@ def test_inductor_compiled_supernet_equals_eager_on_gpu(cuda):
 
 @pytest.mark.gpu
 def test_inductor_compiled_evaluation_network_equals_eager_on_gpu(cuda):
-    torch.backends.cudnn.allow_tf32 = False
-    torch.backends.cuda.matmul.allow_tf32 = False
     net = _evalnet(cuda)
     compiled = torch.compile(copy.deepcopy(net))
     x, y = _batch(cuda)
@@ -195,12 +198,3 @@ def test_inductor_compiled_evaluation_network_equals_eager_on_gpu(cuda):
     assert_rel_close(out, ref, 1e-4, "logits")
     for g, rg in zip(grads, ref_grads):
         assert_rel_close(g, rg, 1e-3)
-
-
-@pytest.mark.gpu
-def test_device_pipeline_batches_live_on_the_gpu(cuda):
-    from itnas.bench import DeviceBatches
-
-    x, y = DeviceBatches(8, 3, 32, 10, cuda, seed=0, cutout=16)()
-    assert x.device.type == "cuda" and y.device.type == "cuda"
-    assert x.shape == (8, 3, 32, 32) and x.dtype == torch.float32
