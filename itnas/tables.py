@@ -316,7 +316,7 @@ class Table:
 _LATEX = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
           "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "\\": r"\textbackslash{}",
           "±": r"$\pm$", "—": "---", "–": "--", "Δ": r"$\Delta$", "✓": r"\checkmark{}",
-          "✗": r"$\times$"}
+          "✗": r"$\times$", "→": r"$\to$", "×": r"$\times$"}
 
 
 def latex_escape(text: str) -> str:

@@ -169,6 +169,8 @@ def test_the_command_writes_markdown_csv_latex_and_html(runs, tmp_path):
     assert "\\begin{tabular}" in tex and "$\\pm$" not in tex.split("ITNAS (our search)")[0].split("\\midrule")[0]
     assert "24.04" in tex and "\\bottomrule" in tex
     assert "<table>" in (out / "table4.html").read_text()
+    for n in range(1, 5):  # plain ASCII: pdflatex takes it without inputenc tricks
+        assert (out / f"table{n}.tex").read_text().isascii(), n
 
 
 def test_a_missing_file_is_a_one_line_error_from_the_command(runs, tmp_path, capsys):
