@@ -22,8 +22,8 @@ PAPER_JOBS = {
 }
 SMOKE_JOBS = {
     "data_fetch": 5, "search": 8, "derive": 8, "select": 4,
-    "train": 12 + 3 * 2 * 2,  # CIFAR-10 6 x 2 seeds; CIFAR-100, CINIC-10, SVHN 2 x 2 seeds
-    "train_imagenet": 4, "plot_cell": 4, "plot_search": 4, "tables": 1, "all": 1,
+    "train": 12 + 3 * 2,  # CIFAR-10 6 genotypes x 2 seeds; CIFAR-100, CINIC-10, SVHN ITNAS x 2 seeds
+    "train_imagenet": 2, "plot_cell": 4, "plot_search": 4, "tables": 1, "all": 1,
 }
 
 

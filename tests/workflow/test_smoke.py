@@ -59,11 +59,11 @@ def test_table2_is_the_ablation_over_the_four_variants(smoke_run):
 def test_tables_3_and_4_hold_the_transferred_cells(smoke_run):
     _, t3 = _csv(smoke_run.results / "tables" / "table3.csv")
     ours3 = {r["label"]: r for r in t3 if r["source"] == "reproduced"}
-    assert set(ours3) == {"itnas", "DARTS_V2"}
+    assert set(ours3) == {"itnas"}
     assert ours3["itnas"]["n_seeds"] == "2" and ours3["itnas"]["paper_top1"] == "24.04"
     _, t4 = _csv(smoke_run.results / "tables" / "table4.csv")
     ours4 = {r["label"]: r for r in t4 if r["source"] == "reproduced"}
-    assert set(ours4) == {"itnas", "DARTS_V2"}
+    assert set(ours4) == {"itnas"}
     for bench in ("cinic10", "cifar100", "svhn"):
         assert ours4["itnas"][f"{bench}_n"] == "2" and ours4["itnas"][f"{bench}_mean"] != ""
 
@@ -87,10 +87,10 @@ def test_every_search_and_training_job_is_an_mlflow_run(smoke_run):
     for r in runs:
         by_rule.setdefault(r.data.tags.get("rule"), []).append(r)
     assert len(by_rule.get("search", [])) == 8
-    assert len(by_rule.get("train", [])) == 24
-    assert len(by_rule.get("train_imagenet", [])) == 4
+    assert len(by_rule.get("train", [])) == 18
+    assert len(by_rule.get("train_imagenet", [])) == 2
     labels = sorted(r.data.tags.get("variant", r.data.tags.get("label")) for r in by_rule["train"])
-    assert labels.count("itnas") == 8 and labels.count("DARTS_V2") == 8 and labels.count("darts") == 2
+    assert labels.count("itnas") == 8 and labels.count("DARTS_V2") == 2 and labels.count("darts") == 2
     search = by_rule["search"][0]
     assert {"stage", "dataset", "variant", "seed", "git_commit", "genotype_hash"} <= set(search.data.tags)
     assert search.data.params.get("epochs") == "2"

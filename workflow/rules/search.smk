@@ -20,6 +20,7 @@ rule search:
         out=run_folder,
         overrides=search_overrides,
     threads: rule_threads("search")
+    priority: 30  # the critical path first: searches gate everything downstream
     resources:
         gpu=1,
         mem_mb=16000,

@@ -15,6 +15,7 @@ rule derive:
     params:
         method=derive_method,
     threads: rule_threads("derive")
+    priority: 20
     resources:
         mem_mb=2000,
         runtime=10,
@@ -43,6 +44,7 @@ rule select:
         out=run_folder,
         overrides=select_overrides,
     threads: rule_threads("select")
+    priority: 10
     resources:
         gpu=1,
         mem_mb=16000,
