@@ -18,7 +18,15 @@ REPO = Path(__file__).resolve().parents[1]
 # workflow) would otherwise oversubscribe the cores, which makes OpenMP spin 20-40x slower.
 os.environ["OMP_NUM_THREADS"] = "1"
 os.environ["MKL_NUM_THREADS"] = "1"
-torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Every test starts on one thread and leaves the count as it found it (some change it)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

@@ -12,14 +12,6 @@ def pytest_configure(config):
                                        "(benchmarks/gpu_check.sh runs them with -m gpu)")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture
 def cuda():
     """The CUDA device, with TF32 off for the test (float32 means float32 in the comparisons)."""

@@ -16,14 +16,3 @@ def tiny_cfg() -> dict:
 @pytest.fixture
 def data() -> TrainData:
     return tensor_data()
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks run fastest on one thread, and on a busy 2-core box extra threads contend."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
