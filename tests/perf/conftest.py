@@ -1,15 +1,10 @@
-"""Fixtures of the fast-path equality tests: one CPU thread (these tests compare numbers, and a
-shared 2-core machine makes 2-thread runs slow), the `gpu` marker, and comparison helpers."""
+"""Fixtures of the fast-path equality tests: the CUDA device and comparison helpers. (One CPU
+thread comes from tests/conftest.py; the `gpu` marker is declared in pyproject.toml.)"""
 
 from __future__ import annotations
 
 import pytest
 import torch
-
-
-def pytest_configure(config):
-    config.addinivalue_line("markers", "gpu: needs CUDA; the fast-path checks on the GPU "
-                                       "(benchmarks/gpu_check.sh runs them with -m gpu)")
 
 
 @pytest.fixture
