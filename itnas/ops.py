@@ -44,7 +44,7 @@ def _phase_split(x: torch.Tensor) -> torch.Tensor:
     """[B, C, H, W] (H, W even) -> [4B, C, H/2, W/2]: the four (row, column) parity phases,
     phase-major, copied in the input's memory layout (channels-last stays channels-last)."""
     b, c, h, w = x.shape
-    if _is_channels_last(x):
+    if is_channels_last(x):
         nhwc = x.permute(0, 2, 3, 1).reshape(b, h // 2, 2, w // 2, 2, c).permute(2, 4, 0, 1, 3, 5)
         return nhwc.reshape(4 * b, h // 2, w // 2, c).permute(0, 3, 1, 2)
     return x.reshape(b, c, h // 2, 2, w // 2, 2).permute(3, 5, 0, 1, 2, 4).reshape(4 * b, c, h // 2, w // 2)
@@ -53,7 +53,7 @@ def _phase_split(x: torch.Tensor) -> torch.Tensor:
 def _phase_merge(y: torch.Tensor, b: int) -> torch.Tensor:
     """Inverse of `_phase_split`."""
     _, c, h, w = y.shape
-    if _is_channels_last(y):
+    if is_channels_last(y):
         nhwc = y.permute(0, 2, 3, 1).reshape(2, 2, b, h, w, c).permute(2, 3, 0, 4, 1, 5)
         return nhwc.reshape(b, 2 * h, 2 * w, c).permute(0, 3, 1, 2)
     return y.reshape(2, 2, b, c, h, w).permute(2, 3, 4, 0, 5, 1).reshape(b, c, 2 * h, 2 * w)
@@ -63,7 +63,7 @@ def _like_layout(t: torch.Tensor, channels_last: bool) -> torch.Tensor:
     return t.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
-def _is_channels_last(x: torch.Tensor) -> bool:
+def is_channels_last(x: torch.Tensor) -> bool:
     return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
 
 
@@ -73,7 +73,7 @@ class _PhaseSplit(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        ctx.channels_last = _is_channels_last(x)
+        ctx.channels_last = is_channels_last(x)
         ctx.batch = x.shape[0]
         return _phase_split(x)
 
@@ -85,7 +85,7 @@ class _PhaseSplit(torch.autograd.Function):
 class _PhaseMerge(torch.autograd.Function):
     @staticmethod
     def forward(ctx, y: torch.Tensor, batch: int) -> torch.Tensor:
-        ctx.channels_last = _is_channels_last(y)
+        ctx.channels_last = is_channels_last(y)
         return _phase_merge(y, batch)
 
     @staticmethod
@@ -110,7 +110,7 @@ class _Depthwise5x5(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         x, weight = ctx.saved_tensors
         groups = weight.shape[0]
-        grad = _like_layout(grad, _is_channels_last(x))
+        grad = _like_layout(grad, is_channels_last(x))
         grad_x = grad_w = None
         if ctx.needs_input_grad[0]:
             grad_x = torch.ops.aten.convolution_backward(grad, x, weight, None, [1, 1], [2, 2], [1, 1], False,
@@ -148,7 +148,7 @@ def dilated_depthwise(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     The CPU's dilated depthwise kernels (above all their backward) are several times slower
     than the undilated ones; the output is bit-identical in our tests (tests/perf)."""
     if conv.stride[0] == 2:
-        even = _like_layout(x[:, :, 0::2, 0::2], _is_channels_last(x))
+        even = _like_layout(x[:, :, 0::2, 0::2], is_channels_last(x))
         return _undilated_depthwise(conv.weight, even, 1)
     y = _undilated_depthwise(conv.weight, _PhaseSplit.apply(x), 1)
     return _PhaseMerge.apply(y, x.shape[0])

@@ -131,11 +131,11 @@ class Searcher:
             loss = self._unrolled_grad(x_val, y_val, x_tr, y_tr)
         else:
             loss, _ = self.loss(x_val, y_val)
-            loss.backward()
+            # Only the architecture gradient: autograd then skips every weight-gradient kernel
+            # (a third of the backward) and leaves the weights' .grad untouched.
+            loss.backward(inputs=list(self.policy.parameters()))
             loss = float(loss.detach())
         self.a_opt.step()
-        # The arch loss also left gradients on the weights; the weight step must not see them.
-        self.w_opt.zero_grad(set_to_none=True)
         return loss
 
     def weight_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from itnas.formats import ALL_EDGES
-from itnas.ops import POOLING, PRIMITIVES, Identity, make_op, preprocess
+from itnas.ops import POOLING, PRIMITIVES, Identity, is_channels_last, make_op, preprocess
 
 
 class SharedInput:
@@ -61,20 +61,38 @@ class MixedOp(nn.Module):
             out = out + weights[k] * self.ops[k](x)
         return out
 
-    def forward_shared(self, inp: SharedInput, weights: torch.Tensor) -> torch.Tensor:
-        """`forward(inp.x, weights)` reusing the ReLU and poolings of `inp`; the same sum in the
-        same order, accumulated in place into the first (fresh) term."""
-        out: torch.Tensor | None = None
-        for k, (name, op) in enumerate(zip(PRIMITIVES, self.ops)):
+    def terms(self, inp: SharedInput) -> list[torch.Tensor]:
+        """The seven op outputs o_k(x) in primitive order, reusing the ReLU and poolings of `inp`."""
+        out = []
+        for name, op in zip(PRIMITIVES, self.ops):
             if name in POOLING:
-                y = op[1](inp.pooled(name, op[0]))
+                out.append(op[1](inp.pooled(name, op[0])))
             elif isinstance(op, Identity):
-                y = inp.x
+                out.append(inp.x)
             else:  # the convs and FactorizedReduce, which all start with ReLU(x)
-                y = op.from_activated(inp.relu())
-            term = weights[k] * y
-            out = term if out is None else out.add_(term)
+                out.append(op.from_activated(inp.relu()))
         return out
+
+    def forward_shared(self, inp: SharedInput, weights: torch.Tensor) -> torch.Tensor:
+        """`forward(inp.x, weights)` reusing the ReLU and poolings of `inp`, mixed by `mix`."""
+        return mix(self.terms(inp), weights)
+
+
+def mix(terms: list[torch.Tensor], weights: torch.Tensor) -> torch.Tensor:
+    """sum_t weights[t] * terms[t] as one matrix-vector product over the stacked terms.
+
+    The per-term form (select, multiply, add per term; in backward a select_backward, two
+    multiplies, a reduction and an add per term) dispatches about 20 ops per term, and a node
+    sums 14-28 terms; this dispatches 3 forward and about 4 backward for the whole node, which
+    is what a launch-bound GPU step pays for (docs/performance.md). The terms are stacked in
+    their own memory layout (channels-last stays channels-last), and the sum of products is
+    the same up to float rounding."""
+    channels_last = is_channels_last(terms[0])
+    if channels_last:  # [N, C, H, W] with NHWC strides -> the contiguous [N, H, W, C] view
+        terms = [t.permute(0, 2, 3, 1) for t in terms]
+    stacked = torch.stack(terms)
+    out = (weights.to(stacked.dtype) @ stacked.flatten(1)).view(stacked.shape[1:])
+    return out.permute(0, 3, 1, 2) if channels_last else out
 
 
 class SearchCell(nn.Module):
@@ -94,13 +112,10 @@ class SearchCell(nn.Module):
         states = [SharedInput(self.pre0(s0)), SharedInput(self.pre1(s1))]
         n = 0
         for j in range(2, 6):
-            node = None
-            for i in range(j):
-                out = self.edges[n].forward_shared(states[i], weights[n])
-                # Edge sums are fresh tensors, so the node can accumulate in place.
-                node = out if node is None else node.add_(out)
-                n += 1
-            states.append(SharedInput(node))
+            # Node j sums the seven weighted ops of its j incoming edges: one product over all 7j.
+            terms = [t for i in range(j) for t in self.edges[n + i].terms(states[i])]
+            states.append(SharedInput(mix(terms, weights[n:n + j].reshape(-1))))
+            n += j
         return torch.cat([s.x for s in states[2:]], dim=1)
 
     def _forward_plain(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
