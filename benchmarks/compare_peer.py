@@ -16,12 +16,11 @@ ours / peer of each; the goal (issue 7) is a ratio of at most 0.8.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
+import common
 import torch
-import torch.nn.functional as F
 
 from itnas import bench
 
@@ -29,52 +28,30 @@ PEER_OPS = ["dua_sepc_3x3", "dua_sepc_5x5", "dil_sepc_3x3", "dil_sepc_5x5",
             "avg_pool_3x3", "max_pool_3x3", "skip_connect"]
 
 
-class PeerStep:
+def peer_step(cells: int, channels: int, batch: int, size: int, device: torch.device, channels_last: bool,
+              seed: int) -> common.WeightStep:
     """xautodl's NASNetworkDARTS weight step, as its DARTS search script runs it."""
+    from xautodl.models.cell_searchs.search_model_darts_nasnet import NASNetworkDARTS
 
-    def __init__(self, cells: int, channels: int, batch: int, size: int, device: torch.device,
-                 channels_last: bool, seed: int):
-        from xautodl.models.cell_searchs.search_model_darts_nasnet import NASNetworkDARTS
-
-        if cells % 3:
-            raise SystemExit(f"xautodl stacks 3N cells; --cells {cells} is not a multiple of 3")
-        torch.manual_seed(seed)
-        self.net = NASNetworkDARTS(channels, cells // 3, 4, 4, 3, 10, PEER_OPS, False, True).to(device)
-        g = torch.Generator().manual_seed(seed)
-        self.batches = [bench.synthetic_batch(batch, 3, size, 10, device, g) for _ in range(2)]
-        if channels_last:
-            self.net = self.net.to(memory_format=torch.channels_last)
-            self.batches = [(x.contiguous(memory_format=torch.channels_last), y) for x, y in self.batches]
-        self.opt = torch.optim.SGD(self.net.get_weights(), lr=0.025, momentum=0.9, weight_decay=3e-4)
-        self.turn = 0
-
-    def __call__(self) -> float:
-        self.turn ^= 1
-        x, y = self.batches[self.turn]
-        self.opt.zero_grad(set_to_none=True)
-        self.net.zero_grad(set_to_none=True)
-        _, logits = self.net(x)
-        loss = F.cross_entropy(logits, y)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.net.parameters(), 5.0)
-        self.opt.step()
-        return float(loss.detach())
+    torch.manual_seed(seed)
+    net = NASNetworkDARTS(channels, cells // 3, 4, 4, 3, 10, PEER_OPS, False, True).to(device)
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    step = common.WeightStep(lambda x: net(x)[1], net.get_weights(), common.batches(batch, size, seed, channels_last,
+                                                                                     device), (net,))
+    step.net = net
+    return step
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--cells", type=int, default=6)
-    p.add_argument("--init-channels", type=int, default=16)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--image-size", type=int, default=32)
-    p.add_argument("--repeats", type=int, default=7)
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch threads; 1 keeps process CPU time meaningful on a shared machine")
+    p = common.parser(__doc__, repeats=7, warmup=2)
+    p.add_argument("--cells", type=int, default=6, help="cells of both networks (xautodl stacks 3N)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--channels-last", action="store_true", help="both networks in channels-last")
-    p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
+    if args.cells % 3 or args.cells < 3:
+        raise SystemExit(f"compare_peer.py: error: --cells {args.cells}: xautodl stacks 3N cells, "
+                         f"expected a multiple of 3")
     bench.set_threads(args.threads)
     try:
         import xautodl  # noqa: F401
@@ -84,22 +61,17 @@ def main(argv: list[str] | None = None) -> int:
     ours = bench.SupernetBench("darts", args.cells, args.init_channels, args.batch_size, args.image_size,
                                args.device, amp=False, channels_last=args.channels_last, seed=args.seed)
     device = ours.device
-    peer = PeerStep(args.cells, args.init_channels, args.batch_size, args.image_size, device,
-                    args.channels_last, args.seed)
+    peer = peer_step(args.cells, args.init_channels, args.batch_size, args.image_size, device,
+                     args.channels_last, args.seed)
     t = bench.interleave({"ours": ours.weight_step, "peer": peer}, args.repeats, device, args.warmup)
-    result = {
+    return common.emit("compare_peer.py", {
         "compare": "darts_vs_xautodl", "cells": args.cells, "init_channels": args.init_channels,
         "batch_size": args.batch_size, "image_size": args.image_size, "channels_last": args.channels_last,
-        "device": str(device), "repeats": args.repeats, **bench.machine(),
-        "ours": {"weights": sum(p.numel() for p in ours.searcher.net.parameters()),
-                 **t["ours"].summary("step")},
+        "device": str(device), "repeats": args.repeats,
+        "ours": {"weights": sum(p.numel() for p in ours.searcher.net.parameters()), **t["ours"].summary("step")},
         "peer": {"weights": sum(p.numel() for p in peer.net.get_weights()), **t["peer"].summary("step")},
         "ratio_cpu": bench.ratio(t["ours"], t["peer"], "cpu"),
-        "ratio_wall": bench.ratio(t["ours"], t["peer"], "wall"),
-        "command": " ".join(["benchmarks/compare_peer.py", *(argv if argv is not None else sys.argv[1:])]),
-    }
-    print(json.dumps(result), flush=True)
-    return 0
+        "ratio_wall": bench.ratio(t["ours"], t["peer"], "wall")}, argv)
 
 
 if __name__ == "__main__":

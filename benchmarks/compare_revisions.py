@@ -11,16 +11,14 @@ forward, cross-entropy, backward, clip to norm 5, SGD update (the search's weigh
 
 from __future__ import annotations
 
-import argparse
 import importlib
-import json
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+import common
 import torch
-import torch.nn.functional as F
 
 from itnas import bench
 
@@ -44,66 +42,40 @@ def load_revision(rev: str, where: Path):
     return importlib.import_module("itnas_rev.supernet"), importlib.import_module("itnas_rev.policies")
 
 
-class Step:
-    def __init__(self, supernet, policies, variant: str, layers: int, channels: int, batch: int,
-                 size: int, channels_last: bool, seed: int):
-        flags = policies.VARIANT_FLAGS[variant]
-        torch.manual_seed(seed)
-        self.net = supernet.SearchNetwork(10, layers, channels)
-        self.policy = policies.build_policy(flags["gumbel"], flags["transition"])
-        g = torch.Generator().manual_seed(seed)
-        self.batches = [bench.synthetic_batch(batch, 3, size, 10, torch.device("cpu"), g) for _ in range(2)]
-        if channels_last:
-            self.net = self.net.to(memory_format=torch.channels_last)
-            self.batches = [(x.contiguous(memory_format=torch.channels_last), y) for x, y in self.batches]
-        self.opt = torch.optim.SGD(self.net.parameters(), lr=0.025, momentum=0.9, weight_decay=3e-4)
-        self.turn = 0
-
-    def __call__(self) -> None:
-        self.turn ^= 1
-        x, y = self.batches[self.turn]
-        self.opt.zero_grad(set_to_none=True)
-        self.policy.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(self.net(x, self.policy.all_weights()), y)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.net.parameters(), 5.0)
-        self.opt.step()
+def revision_step(supernet, policies, variant: str, layers: int, channels: int, batch: int, size: int,
+                  channels_last: bool, seed: int) -> common.WeightStep:
+    """The weight step of one revision's supernet and policy (built from `seed`)."""
+    flags = policies.VARIANT_FLAGS[variant]
+    torch.manual_seed(seed)
+    net = supernet.SearchNetwork(10, layers, channels)
+    policy = policies.build_policy(flags["gumbel"], flags["transition"])
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    return common.supernet_step(net, policy, common.batches(batch, size, seed, channels_last))
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = common.parser(__doc__, repeats=7, warmup=2)
     p.add_argument("--base", default="HEAD", help="git revision to compare against")
-    p.add_argument("--variant", default="darts")
-    p.add_argument("--layers", type=int, default=8)
-    p.add_argument("--init-channels", type=int, default=16)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--image-size", type=int, default=32)
-    p.add_argument("--repeats", type=int, default=7)
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--threads", type=int, default=1)
     p.add_argument("--channels-last", action="store_true", help="both in channels-last")
-    p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     bench.set_threads(args.threads)
     from itnas import policies, supernet
 
     with tempfile.TemporaryDirectory() as tmp:
         base_supernet, base_policies = load_revision(args.base, Path(tmp))
-        common = (args.variant, args.layers, args.init_channels, args.batch_size, args.image_size,
-                  args.channels_last, args.seed)
-        runs = {"before": Step(base_supernet, base_policies, *common), "after": Step(supernet, policies, *common)}
+        common_args = (args.variant, args.layers, args.init_channels, args.batch_size, args.image_size,
+                       args.channels_last, args.seed)
+        runs = {"before": revision_step(base_supernet, base_policies, *common_args),
+                "after": revision_step(supernet, policies, *common_args)}
         t = bench.interleave(runs, args.repeats, torch.device("cpu"), args.warmup)
-    result = {"compare": "revisions", "base": args.base, "variant": args.variant, "layers": args.layers,
-              "init_channels": args.init_channels, "batch_size": args.batch_size,
-              "image_size": args.image_size, "channels_last": args.channels_last,
-              "repeats": args.repeats, **bench.machine(),
-              **{name: timings.summary("step") for name, timings in t.items()},
-              "ratio_cpu": bench.ratio(t["after"], t["before"], "cpu"),
-              "ratio_wall": bench.ratio(t["after"], t["before"], "wall"),
-              "command": " ".join(["benchmarks/compare_revisions.py",
-                                   *(argv if argv is not None else sys.argv[1:])])}
-    print(json.dumps(result), flush=True)
-    return 0
+    return common.emit("compare_revisions.py", {
+        "compare": "revisions", "base": args.base, "variant": args.variant, "layers": args.layers,
+        "init_channels": args.init_channels, "batch_size": args.batch_size, "image_size": args.image_size,
+        "channels_last": args.channels_last, "repeats": args.repeats,
+        **{name: timings.summary("step") for name, timings in t.items()},
+        "ratio_cpu": bench.ratio(t["after"], t["before"], "cpu"),
+        "ratio_wall": bench.ratio(t["after"], t["before"], "wall")}, argv)
 
 
 if __name__ == "__main__":

@@ -13,26 +13,17 @@ ratio of at most 1.05.
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
+
+import common
 
 from itnas import bench
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--variant", default="itnas", help="the variant compared with darts")
-    p.add_argument("--layers", type=int, default=8)
-    p.add_argument("--init-channels", type=int, default=16)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--image-size", type=int, default=32)
-    p.add_argument("--repeats", type=int, default=7)
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--threads", type=int, default=1)
+    p = common.parser(__doc__, repeats=7, warmup=2, variant="itnas", variant_help="the variant compared with darts")
     p.add_argument("--device", default="cpu")
     p.add_argument("--channels-last", default="auto", help="auto, true or false (both variants)")
-    p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     bench.set_threads(args.threads)
     cl = args.channels_last if args.channels_last == "auto" else args.channels_last.lower() == "true"
@@ -47,20 +38,15 @@ def main(argv: list[str] | None = None) -> int:
         candidates[f"{name}_arch"] = run.arch_step
     t = bench.interleave(candidates, args.repeats, device, args.warmup)
     v = args.variant
-    result = {
+    return common.emit("compare_variants.py", {
         "compare": f"{v}_vs_darts", "layers": args.layers, "init_channels": args.init_channels,
         "batch_size": args.batch_size, "image_size": args.image_size,
-        "channels_last": runs["darts"].searcher.channels_last, "device": str(device),
-        "repeats": args.repeats, **bench.machine(),
+        "channels_last": runs["darts"].searcher.channels_last, "device": str(device), "repeats": args.repeats,
         **{name: timings.summary("step") for name, timings in t.items()},
         "weight_ratio_cpu": bench.ratio(t[f"{v}_weight"], t["darts_weight"], "cpu"),
         "weight_ratio_wall": bench.ratio(t[f"{v}_weight"], t["darts_weight"], "wall"),
         "arch_ratio_cpu": bench.ratio(t[f"{v}_arch"], t["darts_arch"], "cpu"),
-        "arch_ratio_wall": bench.ratio(t[f"{v}_arch"], t["darts_arch"], "wall"),
-        "command": " ".join(["benchmarks/compare_variants.py", *(argv if argv is not None else sys.argv[1:])]),
-    }
-    print(json.dumps(result), flush=True)
-    return 0
+        "arch_ratio_wall": bench.ratio(t[f"{v}_arch"], t["darts_arch"], "wall")}, argv)
 
 
 if __name__ == "__main__":

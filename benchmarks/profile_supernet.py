@@ -5,12 +5,11 @@ self CPU time (the profile in docs/performance.md).
     .venv/bin/python benchmarks/profile_supernet.py --base 78f172c ...   # the revision before
 
 Profiler times are wall time per op, so on a machine shared with other work they are
-stretched by preemption; the shares are what to read, and `--steps` averages more.
+stretched by preemption; the shares are what to read, and `--repeats` averages more.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 import time
@@ -21,19 +20,13 @@ from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from compare_revisions import Step, load_revision  # noqa: E402
+import common  # noqa: E402
+from compare_revisions import load_revision, revision_step  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = common.parser(__doc__, repeats=2, warmup=1)
     p.add_argument("--base", help="profile this git revision's ops/supernet/policies instead")
-    p.add_argument("--variant", default="darts")
-    p.add_argument("--layers", type=int, default=8)
-    p.add_argument("--init-channels", type=int, default=16)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--image-size", type=int, default=32)
-    p.add_argument("--steps", type=int, default=2)
-    p.add_argument("--threads", type=int, default=1)
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--rows", type=int, default=15)
     args = p.parse_args(argv)
@@ -43,21 +36,22 @@ def main(argv: list[str] | None = None) -> int:
             supernet, policies = load_revision(args.base, Path(tmp))
         else:
             from itnas import policies, supernet
-        step = Step(supernet, policies, args.variant, args.layers, args.init_channels, args.batch_size,
-                    args.image_size, args.channels_last, 0)
-        step()
+        step = revision_step(supernet, policies, args.variant, args.layers, args.init_channels,
+                             args.batch_size, args.image_size, args.channels_last, args.seed)
+        for _ in range(args.warmup):
+            step()
         cpu = time.process_time()
         step()
         print(f"one step: {time.process_time() - cpu:.3f} s CPU ({args.threads} thread(s))")
         with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
-            for _ in range(args.steps):
+            for _ in range(args.repeats):
                 step()
     events = prof.key_averages()
     total = sum(e.self_cpu_time_total for e in events)
-    print(f"\nby op ({args.steps} steps, {total / 1e6:.2f} s profiled):")
+    print(f"\nby op ({args.repeats} steps, {total / 1e6:.2f} s profiled):")
     print(f"{'op':<45} {'self %':>7} {'calls/step':>10}")
     for e in sorted(events, key=lambda e: -e.self_cpu_time_total)[:args.rows]:
-        print(f"{e.key[:45]:<45} {100 * e.self_cpu_time_total / total:7.1f} {e.count // args.steps:10d}")
+        print(f"{e.key[:45]:<45} {100 * e.self_cpu_time_total / total:7.1f} {e.count // args.repeats:10d}")
     print("\nby op and input shapes:")
     shaped = prof.key_averages(group_by_input_shape=True)
     for e in sorted(shaped, key=lambda e: -e.self_cpu_time_total)[:args.rows]:
