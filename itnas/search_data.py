@@ -4,14 +4,20 @@ weights and one for the architecture, served as pairs of batches per step.
 Batch order and augmentation are pure functions of (seed, epoch, index) (see
 `itnas.data.loaders`), so a resumed run sees the same batches as an uninterrupted one. The
 architecture half doubles as the validation set reported per epoch, as in DARTS.
+
+`data.pipeline` picks who serves them (`itnas.data.gpu_pipeline.use_device_pipeline`): the
+DataLoader, or the device pipeline, which holds the 32-px training set on the device and crops
+and flips there. Both use the same split; their augmentation draws differ (same distributions).
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
@@ -20,47 +26,89 @@ ARCH_STREAM = 7919  # decorrelates the two halves' shuffles
 
 @dataclass
 class SearchBatches:
+    """The loaders are DataLoaders, or `DeviceLoader`s when `pipeline` is 'device'."""
+
     spec: Any
-    weight_loader: DataLoader
-    arch_loader: DataLoader
-    val_loader: DataLoader
+    weight_loader: Any
+    arch_loader: Any
+    val_loader: Any
     steps_per_epoch: int
+    pipeline: str = "loader"
 
     def epoch(self, epoch: int) -> Iterator[tuple[Any, Any]]:
         """Pairs (weight batch, arch batch) for one epoch; as many as the smaller half allows."""
+        _set_epoch(self.weight_loader, epoch)
+        _set_epoch(self.arch_loader, epoch)
+        # islice stops before drawing a batch past the last step (on the device, a wasted one).
+        yield from itertools.islice(zip(self.weight_loader, self.arch_loader), self.steps_per_epoch)
+
+    def validation(self) -> Any:
+        """The architecture half in its stored order; never set to an epoch, so every pass sees
+        the same images with the same augmentation."""
+        return self.val_loader
+
+
+def _set_epoch(loader: Any, epoch: int) -> None:
+    if isinstance(loader, DataLoader):
         from itnas.data.loaders import set_epoch
 
-        set_epoch(self.weight_loader, epoch)
-        set_epoch(self.arch_loader, epoch)
-        for n, pair in enumerate(zip(self.weight_loader, self.arch_loader)):
-            if n >= self.steps_per_epoch:
-                break
-            yield pair
-
-    def validation(self) -> DataLoader:
-        return self.val_loader
+        set_epoch(loader, epoch)
+    else:
+        loader.set_epoch(epoch)
 
 
 def search_batches(cfg: dict, seed: int, device: torch.device) -> SearchBatches:
     from itnas.data import build_dataset, get_spec, split_indices
-    from itnas.data.loaders import make_loader, subset
+    from itnas.data.gpu_pipeline import use_device_pipeline
+    from itnas.data.loaders import subset
 
     spec = get_spec(cfg["dataset"])
+    # Decided first, so a refused 'device' costs no data reading.
+    on_device = use_device_pipeline(cfg["data"]["pipeline"], spec, device, key="data.pipeline")
     dataset = subset(build_dataset(spec.name, cfg["data_root"], "train", augment=True, cutout=0),
                      cfg["data"]["max_samples"], seed)
     weights_half, arch_half = split_indices(len(dataset), cfg["data"]["train_portion"], seed)
-    batch, workers = cfg["data"]["batch_size"], cfg["data"]["workers"]
+    batch = cfg["data"]["batch_size"]
     if min(len(weights_half), len(arch_half)) < batch:
         raise_small(cfg, len(weights_half), len(arch_half))
+    steps = min(len(weights_half), len(arch_half)) // batch
+    make = _device_loaders if on_device else _data_loaders
+    weights, arch, val = make(cfg, spec, dataset, weights_half, arch_half, seed, device)
+    return SearchBatches(spec=spec, weight_loader=weights, arch_loader=arch, val_loader=val,
+                         steps_per_epoch=steps, pipeline="device" if on_device else "loader")
+
+
+def _data_loaders(cfg, spec, dataset, weights_half, arch_half, seed, device) -> tuple[DataLoader, ...]:
+    from itnas.data.loaders import make_loader
+
+    batch, workers = cfg["data"]["batch_size"], cfg["data"]["workers"]
 
     def loader(indices, stream: int, shuffle: bool) -> DataLoader:
         return make_loader(dataset, batch, shuffle, seed + stream, workers, device_type=device.type,
                            indices=indices)
 
-    steps = min(len(weights_half), len(arch_half)) // batch
-    return SearchBatches(spec=spec, weight_loader=loader(weights_half, 0, True),
-                         arch_loader=loader(arch_half, ARCH_STREAM, True),
-                         val_loader=loader(arch_half, ARCH_STREAM, False), steps_per_epoch=steps)
+    return (loader(weights_half, 0, True), loader(arch_half, ARCH_STREAM, True),
+            loader(arch_half, ARCH_STREAM, False))
+
+
+def _device_loaders(cfg, spec, dataset, weights_half, arch_half, seed, device) -> tuple[Any, ...]:
+    from itnas.data.gpu_pipeline import DeviceDataset, DeviceLoader
+    from itnas.data.loaders import KeyedSubset
+
+    data = DeviceDataset.from_name(spec.name, cfg["data_root"], "train", device)
+    # The halves index `dataset`, which `data.max_samples` may have cut to a subset of the
+    # split; the device copy holds the whole split, so map them to the split's indices.
+    parent = np.asarray(dataset.indices if isinstance(dataset, KeyedSubset) else range(len(dataset)))
+    batch = cfg["data"]["batch_size"]
+
+    def loader(indices, stream: int, shuffle: bool) -> DeviceLoader:
+        # Crop and flip, no cutout (DARTS's search augmentation, as the DataLoader path has it);
+        # training streams drop the partial batch, which the steps per epoch never reach anyway.
+        return DeviceLoader(data, batch, seed + stream, shuffle=shuffle, augment=True, cutout=0,
+                            drop_last=shuffle, indices=parent[np.asarray(indices, dtype=np.int64)])
+
+    return (loader(weights_half, 0, True), loader(arch_half, ARCH_STREAM, True),
+            loader(arch_half, ARCH_STREAM, False))
 
 
 def raise_small(cfg: dict, a: int, b: int) -> None:

@@ -32,6 +32,19 @@ from itnas.data.registry import DatasetSpec, get_spec
 from itnas.errors import UserError
 
 
+def use_device_pipeline(pipeline: str, spec: DatasetSpec, device: torch.device,
+                        key: str = "pipeline") -> bool:
+    """Whether a run's training batches come from this pipeline, by the setting `pipeline`
+    (named `key` in errors): 'device' insists, and is refused for a dataset it cannot serve;
+    'auto' takes it on CUDA for 32-px array datasets under the CIFAR protocol only, so CPU runs
+    keep the DataLoader and their results. Shared by the search and the training."""
+    fits = spec.protocol == "cifar" and spec.storage == "arrays"
+    if pipeline == "device" and not fits:
+        raise UserError(f"key '{key}': 'device' needs a 32-px array dataset under the CIFAR protocol; "
+                        f"{spec.name} uses the {spec.protocol} protocol (use auto or loader)")
+    return pipeline == "device" or (pipeline == "auto" and fits and device.type == "cuda")
+
+
 class DeviceDataset:
     """One split as uint8 NCHW images and int64 labels on `device`, with its normalisation."""
 
