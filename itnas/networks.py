@@ -32,21 +32,25 @@ class EvalCell(nn.Module):
             make_op(name, channels, 2 if reduction and index < 2 else 1, affine=True)
             for name, index in pairs)
         self.multiplier = len(self.concat)
+        # Dropping an identity edge would remove the cell's residual path, which DARTS (and
+        # everyone since) keeps intact; these are the edges drop-path may zero.
+        self.droppable = [k for k, op in enumerate(self.ops) if not isinstance(op, Identity)]
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, drop_prob: float | torch.Tensor = 0.0,
-                generator: torch.Generator | None = None) -> torch.Tensor:
-        """`drop_prob` as a 0-d tensor is applied unconditionally in training (see `drop_edge`)."""
+                generator: torch.Generator | None = None, masks: torch.Tensor | None = None) -> torch.Tensor:
+        """`drop_prob` as a 0-d tensor is applied unconditionally in training (see `drop_edge`);
+        `masks` ([len(droppable), N, 1, 1, 1], from `drop_masks`) replaces the draw."""
         states = [self.preprocess0(s0), self.preprocess1(s1)]
+        if self.training and masks is None and isinstance(drop_prob, torch.Tensor):
+            masks = drop_masks(len(self.droppable), s0.size(0), drop_prob, s0.dtype, s0.device, generator)
+        mask_of = {k: i for i, k in enumerate(self.droppable)}
         for node in range(len(self.ops) // 2):
             total = 0
             for k in (2 * node, 2 * node + 1):
-                op = self.ops[k]
-                h = op(states[self.inputs[k]])
-                # Dropping an identity edge would remove the cell's residual path, which DARTS
-                # (and everyone since) keeps intact.
-                if self.training and not isinstance(op, Identity):
-                    if isinstance(drop_prob, torch.Tensor):
-                        h = drop_edge(h, drop_prob, generator)
+                h = self.ops[k](states[self.inputs[k]])
+                if self.training and k in mask_of:
+                    if masks is not None:
+                        h = h * masks[mask_of[k]].to(h.dtype)
                     elif drop_prob > 0:
                         h = drop_path(h, drop_prob, generator)
                 total = total + h
@@ -54,14 +58,21 @@ class EvalCell(nn.Module):
         return torch.cat([states[i] for i in self.concat], dim=1)
 
 
-def drop_edge(x: torch.Tensor, drop_prob: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """`ops.drop_path` with the probability as a 0-d tensor: zero whole samples with probability
-    `drop_prob`, rescale the rest. No Python branch or float on the value, so a compiled network
-    keeps one graph while the probability grows; a uniform draw below 1 - p keeps a sample, the
-    same law as `ops.drop_path`'s Bernoulli(1 - p)."""
+def drop_masks(count: int, batch: int, drop_prob: torch.Tensor, dtype: torch.dtype, device: torch.device,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+    """Drop-path multipliers of `count` edges at once, [count, batch, 1, 1, 1]: 0 for a dropped
+    sample (probability `drop_prob`), 1 / (1 - drop_prob) for a kept one. A uniform draw below
+    1 - p keeps a sample: the law of `ops.drop_path`'s Bernoulli(1 - p). The probability is a
+    0-d tensor, with no Python branch or float on its value, so a compiled network keeps one
+    graph while it grows; and one draw for all edges costs four kernels instead of six per edge."""
     keep = 1.0 - drop_prob
-    noise = torch.rand((x.size(0), 1, 1, 1), dtype=torch.float32, device=x.device, generator=generator)
-    return x * (noise < keep).to(x.dtype) / keep.to(x.dtype)
+    noise = torch.rand((count, batch, 1, 1, 1), dtype=torch.float32, device=device, generator=generator)
+    return (noise < keep).to(dtype) / keep.to(dtype)
+
+
+def drop_edge(x: torch.Tensor, drop_prob: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """`ops.drop_path` with the probability as a 0-d tensor (one edge's `drop_masks`)."""
+    return x * drop_masks(1, x.size(0), drop_prob, x.dtype, x.device, generator)[0]
 
 
 def _pool_to_2x2(x: torch.Tensor, stride: int) -> torch.Tensor:
@@ -168,8 +179,13 @@ class _EvalNetwork(nn.Module):
         """Return (logits, auxiliary logits); the latter only in training mode with a head."""
         s0, s1 = self._stems(x)
         logits_aux = None
+        masks = None
+        if self.training and self._drop_on:
+            # One draw for every droppable edge of every cell (cell by cell, edge by edge).
+            counts = [len(cell.droppable) for cell in self.cells]
+            masks = drop_masks(sum(counts), x.size(0), self._drop_prob, s1.dtype, s1.device).split(counts)
         for i, cell in enumerate(self.cells):
-            s0, s1 = s1, cell(s0, s1, self._drop_prob if self._drop_on else 0.0)
+            s0, s1 = s1, cell(s0, s1, masks=masks[i] if masks is not None else None)
             if i == self.aux_index and self.auxiliary_head is not None and self.training:
                 logits_aux = self.auxiliary_head(s1)
         logits = self.classifier(self.global_pooling(s1).flatten(1))

@@ -123,6 +123,42 @@ def test_drop_edge_keeps_the_expected_share_and_rescales():
     assert torch.allclose(out[kept], torch.tensor(1 / 0.7))
 
 
+def test_drop_masks_draw_every_edge_of_every_cell_at_once():
+    from itnas.networks import drop_masks
+
+    torch.manual_seed(0)
+    masks = drop_masks(5, 4000, torch.tensor(0.25), torch.float64, torch.device("cpu"))
+    assert masks.shape == (5, 4000, 1, 1, 1) and masks.dtype == torch.float64
+    assert set(masks.unique().tolist()) == {0.0, 1 / 0.75}
+    for edge in masks:  # each edge keeps its own 3/4 of the samples
+        assert abs((edge != 0).double().mean().item() - 0.75) < 0.03
+    assert not torch.equal(masks[0], masks[1])
+
+
+def test_network_drop_path_zeroes_whole_samples_of_non_identity_edges():
+    torch.manual_seed(0)
+    net = build_network(_all("sep_conv_3x3"), "cifar", 4, layers=3, init_channels=4, auxiliary=False).train()
+    x = torch.randn(4, 3, 16, 16)
+    net.drop_path_prob = 0.99999  # every edge of every sample dropped: the cells output zeros
+    logits, _ = net(x)
+    assert torch.allclose(logits, net.classifier.bias.expand_as(logits))
+    net.drop_path_prob = 0.5
+    torch.manual_seed(3)
+    a, _ = net(x)
+    torch.manual_seed(3)
+    b, _ = net(x)
+    assert torch.equal(a, b)  # the draw follows the seed
+    skip = build_network(_all("skip_connect"), "cifar", 4, layers=3, init_channels=4, auxiliary=False).train()
+    # Stride-2 skips are FactorizedReduce convs, which drop; the normal cell's identities never do.
+    assert [len(cell.droppable) for cell in skip.cells] == [0, 8, 8]
+    first = []
+    skip.cells[0].register_forward_hook(lambda module, args, out: first.append(out))
+    skip(x)
+    skip.drop_path_prob = 0.99999
+    skip(x)
+    assert torch.equal(first[0], first[1]) and first[0].abs().sum() > 0
+
+
 def test_changing_drop_path_every_epoch_does_not_recompile_a_compiled_network():
     from torch._dynamo.utils import counters
 
