@@ -46,9 +46,16 @@ def check_search_config(cfg: dict, source: str) -> None:
     from itnas.data import get_spec
 
     try:
-        get_spec(cfg["dataset"])
+        spec = get_spec(cfg["dataset"])
     except UserError as exc:
         raise UserError(f"{source}: key 'dataset': {exc}") from None
+    if cfg["data"]["pipeline"] == "device":
+        from itnas.data.gpu_pipeline import use_device_pipeline
+
+        try:  # 'device' for a dataset it cannot serve; the device does not matter for that
+            use_device_pipeline("device", spec, torch.device("cpu"), key="data.pipeline")
+        except UserError as exc:
+            raise UserError(f"{source}: {exc}") from None
     arch = cfg["arch"]
     if arch["tiep"] and not arch["transition"]:
         raise UserError(f"{source}: key 'arch.tiep': TIEP prunes with the transition matrices, "

@@ -165,6 +165,7 @@ def test_device_pipeline_for_a_dataset_it_cannot_serve_is_refused_before_any_wor
     assert main(args) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "key 'data.pipeline'" in err and "CIFAR protocol" in err, err
+    assert "config/search.yaml (with --set" in err  # refused with the config, naming its file
     assert not (tmp_path / "run").exists()
 
 
