@@ -5,6 +5,10 @@ Each timed step is synchronised on CUDA and reports wall and process-CPU seconds
 figure is what to compare on a shared machine: other processes stretch wall time but not the
 CPU time this process spends (at one thread). `interleave` runs several candidates in turn
 (A B A B ...) so that load changes hit all of them alike; `benchmarks/` builds on it.
+
+`count_dispatches` counts the aten operators one call dispatches: a hardware-independent proxy
+of a step's launch and dispatch overhead (the GPU steps here are bound by it), which a CPU-only
+session can track from one change to the next.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import os
 import platform
 import statistics
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
@@ -22,6 +27,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from itnas import device as dev
 
@@ -56,6 +62,37 @@ class Timings:
                 f"{prefix}_s_min": min(self.wall),
                 f"{prefix}_s_max": max(self.wall),
                 f"{prefix}_cpu_s_median": statistics.median(self.cpu)}
+
+
+class DispatchCounter(TorchDispatchMode):
+    """Counts every aten operator call that reaches the dispatcher while active, by overload.
+
+    Autograd hands the mode to its worker threads, so a backward run inside counts too. A
+    torch.compile'd module runs eagerly while such a mode is active (dynamo leaves frames alone
+    under a user dispatch mode; with torch 2.14 a compiled step counts exactly the eager step's
+    ops), so the count is always that of the eager step.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: Counter[str] = Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops[str(func)] += 1
+        return func(*args, **(kwargs or {}))
+
+    @property
+    def total(self) -> int:
+        return sum(self.ops.values())
+
+
+def count_dispatches(fn: Callable[[], Any], by_op: bool = False) -> int | Counter[str]:
+    """Aten operators dispatched by one call of `fn` (its result is dropped); with `by_op`, a
+    Counter of them by overload name (e.g. 'aten.convolution.default')."""
+    counter = DispatchCounter()
+    with counter:
+        fn()
+    return counter.ops if by_op else counter.total
 
 
 def interleave(candidates: dict[str, Callable[[], Any]], repeats: int, device: torch.device,
@@ -151,7 +188,7 @@ def _schema_defaults(schema: dict) -> dict:
 
 
 def search_config(variant: str, layers: int, init_channels: int, batch: int, device: str,
-                  amp: bool | str, channels_last: bool | str, compile: bool) -> dict:
+                  amp: bool | str, channels_last: bool | str, compile: bool | str) -> dict:
     """The search config a run with these settings would have: schema defaults plus these keys.
     Built without the YAML/jsonschema stack (validated with it where installed), so the bench
     runs on a machine that has only torch and numpy (a lent GPU)."""
@@ -163,7 +200,7 @@ def search_config(variant: str, layers: int, init_channels: int, batch: int, dev
     cfg["arch"].update(VARIANT_FLAGS[variant])
     cfg["model"].update(layers=layers, init_channels=init_channels)
     cfg["data"]["batch_size"] = batch
-    cfg["runtime"].update(device=device, amp=amp, channels_last=channels_last, compile=bool(compile),
+    cfg["runtime"].update(device=device, amp=amp, channels_last=channels_last, compile=compile,
                           progress=False)
     try:
         from itnas.config import validate
@@ -180,7 +217,7 @@ class SupernetBench:
 
     def __init__(self, variant: str = "darts", layers: int = 8, init_channels: int = 16,
                  batch_size: int = 64, image_size: int = 32, device: str = "cpu",
-                 amp: bool | str = "auto", channels_last: bool | str = "auto", compile: bool = False,
+                 amp: bool | str = "auto", channels_last: bool | str = "auto", compile: bool | str = False,
                  num_classes: int = 10, in_channels: int = 3, seed: int = 0, data: str = "synthetic"):
         from itnas.search import Searcher
 
@@ -221,18 +258,31 @@ class SupernetBench:
         self.searcher.weight_step(*self._last)
 
     def arch_step(self) -> None:
+        self.searcher.arch_step(*self._arch_batches())
+
+    def _arch_batches(self) -> tuple[torch.Tensor, ...]:
         # One batch per step each, as the search draws them; the training batch only matters to
         # the second-order step, which gets the last weight batch.
         x_val, y_val = self._batch()
         x_tr, y_tr = self._last if self._last is not None else (x_val, y_val)
-        self.searcher.arch_step(x_val, y_val, x_tr, y_tr)
+        return x_val, y_val, x_tr, y_tr
+
+    def dispatches(self) -> dict[str, int]:
+        """Aten ops of one weight step and of one architecture step, batches drawn beforehand
+        (so `--data device`'s augmentation is not counted)."""
+        batch = self._batch()
+        weight = count_dispatches(lambda: self.searcher.weight_step(*batch))
+        self._last = batch
+        arch_batches = self._arch_batches()
+        arch = count_dispatches(lambda: self.searcher.arch_step(*arch_batches))
+        return {"dispatches_per_step": weight, "arch_dispatches_per_step": arch}
 
     def settings(self) -> dict[str, Any]:
         s = self.searcher
         return {"bench": "supernet", "variant": self.variant, "layers": self.cfg["model"]["layers"],
                 "init_channels": self.cfg["model"]["init_channels"], "batch_size": self.batch_size,
                 "image_size": self.image_size, "device": dev.describe(self.device), "amp": s.amp,
-                "channels_last": s.channels_last, "compile": self.cfg["runtime"]["compile"],
+                "channels_last": s.channels_last, "compile": s.compile_mode or False,
                 "data": self.data,
                 "weights": sum(p.numel() for p in s.net.parameters()),
                 "arch_params": sum(p.numel() for p in s.policy.parameters())}
@@ -242,20 +292,26 @@ def bench_supernet(steps: int = 10, warmup: int = 2, **kwargs: Any) -> dict[str,
     """One search step after another (arch step, then weight step, as `run_search` does)."""
     bench = SupernetBench(**kwargs)
     device = bench.device
+    # The warm-up also compiles (torch.compile) and records CUDA graphs: its time is that cost.
+    warm = time.perf_counter()
     for _ in range(warmup):
         bench.arch_step()
         bench.weight_step()
+    synchronize(device)
+    warm = time.perf_counter() - warm
     dev.reset_peak_memory(device)
     weight, arch = Timings(), Timings()
     for _ in range(steps):
         arch.add(timed(bench.arch_step, device))
         weight.add(timed(bench.weight_step, device))
-    result = {**bench.settings(), "steps": steps, "warmup": warmup, **machine()}
+    result = {**bench.settings(), "steps": steps, "warmup": warmup, "warmup_s": warm, **machine()}
     result.update(weight.summary("step"))
     result.update(arch.summary("arch_step"))
     result["images_per_s"] = bench.batch_size / result["step_s_median"]
     result["search_step_s_median"] = statistics.median(a + w for a, w in zip(arch.wall, weight.wall))
     result.update(_memory(device))
+    # Counted after the timed steps and the memory figure, so neither sees the counting.
+    result.update(bench.dispatches())
     return result
 
 
@@ -277,7 +333,7 @@ class TrainBench:
     def __init__(self, genotype: str = "DARTS_V2", protocol: str = "cifar", layers: int | None = None,
                  init_channels: int | None = None, batch_size: int = 96, image_size: int | None = None,
                  device: str = "cpu", amp: bool | str = "auto", channels_last: bool | str = "auto",
-                 compile: bool = False, num_classes: int = 10, in_channels: int = 3,
+                 compile: bool | str = False, num_classes: int = 10, in_channels: int = 3,
                  auxiliary: bool = True, auxiliary_weight: float = 0.4, drop_path: float = 0.2,
                  grad_clip: float = 5.0, seed: int = 0, data: str = "synthetic", cutout: int = 16):
         from itnas.formats import resolve_genotype
@@ -291,14 +347,15 @@ class TrainBench:
         self.layers, self.init_channels = (layers or PROTOCOL_DEFAULTS[protocol][0],
                                            init_channels or PROTOCOL_DEFAULTS[protocol][1])
         self.image_size = image_size or (32 if protocol == "cifar" else 224)
-        self.amp = dev.resolve_flag(amp, self.device)
-        self.channels_last = dev.resolve_flag(channels_last, self.device)
-        self.compile = bool(compile)
+        self.amp = dev.resolve_flag(amp, self.device, "amp")
+        self.channels_last = dev.resolve_flag(channels_last, self.device, "channels_last")
+        self.compile_mode = dev.compile_mode(compile, "--compile")
+        self.cuda_graphs = dev.uses_cuda_graphs(self.compile_mode)
         self.model = build_network(self.genotype, protocol, num_classes, self.layers, self.init_channels,
                                    auxiliary, drop_path, in_channels).to(self.device)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.net = torch.compile(self.model) if self.compile else self.model
+        self.net = dev.compile_module(self.model, self.compile_mode)
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=0.025, momentum=0.9,
                                          weight_decay=3e-4)
         self.auxiliary_weight, self.grad_clip = auxiliary_weight, grad_clip
@@ -328,7 +385,11 @@ class TrainBench:
         return self._fixed[self._turn]
 
     def step(self) -> float:
-        x, y = self._batch()
+        return self.train_step(*self._batch())
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        if self.cuda_graphs:
+            dev.cuda_graph_step_begin()
         self.optimizer.zero_grad(set_to_none=True)
         with dev.autocast(self.device, self.amp):
             logits, logits_aux = self.net(x)
@@ -348,21 +409,26 @@ class TrainBench:
                 "layers": self.layers, "init_channels": self.init_channels,
                 "batch_size": self.batch_size, "image_size": self.image_size,
                 "device": dev.describe(self.device), "amp": self.amp,
-                "channels_last": self.channels_last, "compile": self.compile, "data": self.data,
+                "channels_last": self.channels_last, "compile": self.compile_mode or False, "data": self.data,
                 "params": count_params(self.model)}
 
 
 def bench_train(steps: int = 10, warmup: int = 2, **kwargs: Any) -> dict[str, Any]:
     bench = TrainBench(**kwargs)
     device = bench.device
+    warm = time.perf_counter()
     for _ in range(warmup):
         bench.step()
+    synchronize(device)
+    warm = time.perf_counter() - warm
     dev.reset_peak_memory(device)
     t = Timings()
     for _ in range(steps):
         t.add(timed(bench.step, device))
-    result = {**bench.settings(), "steps": steps, "warmup": warmup, **machine()}
+    result = {**bench.settings(), "steps": steps, "warmup": warmup, "warmup_s": warm, **machine()}
     result.update(t.summary("step"))
     result["images_per_s"] = bench.batch_size / result["step_s_median"]
     result.update(_memory(device))
+    batch = bench._batch()
+    result["dispatches_per_step"] = count_dispatches(lambda: bench.train_step(*batch))
     return result

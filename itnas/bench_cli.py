@@ -12,11 +12,13 @@ DESCRIPTION = """\
 Time training steps on synthetic batches (issue 7; docs/performance.md).
 
   itnas bench supernet --variant V --layers L --init-channels C --batch-size B --image-size H
-                       --steps N --device {cpu,cuda} [--amp] [--channels-last] [--compile] --json
+                       --steps N --device {cpu,cuda} [--amp A] [--channels-last A]
+                       [--compile [MODE]] --json
       One search step is an architecture step (first order) then a weight step (forward,
       backward, gradient clipping and the SGD update), run by the search's own Searcher.
       Prints step_s_median (the weight step), images_per_s, arch_step_s_median,
-      search_step_s_median and peak memory, with the settings echoed.
+      search_step_s_median, peak memory, dispatches_per_step and arch_dispatches_per_step,
+      with the settings echoed.
 
   itnas bench train --genotype NAME_OR_FILE [--protocol cifar|imagenet] [--layers L]
                     [--init-channels C] --batch-size B --steps N --device {cpu,cuda} --json
@@ -26,7 +28,15 @@ Timings are medians over N steps after --warmup untimed ones; on CUDA each step 
 `*_cpu_s_median` is process CPU time, the figure to compare on a machine shared with other work.
 Peak memory is torch's max allocated bytes on CUDA and the process's peak RSS on CPU.
 --data device draws batches from the GPU-resident pipeline (crop, flip, cutout on the device)
-over random images, so its cost is in the step."""
+over random images, so its cost is in the step.
+--compile [MODE] wraps the network in torch.compile: a bare --compile is mode 'default';
+'reduce-overhead' (and 'max-autotune') replay CUDA graphs on CUDA. Compilation happens in the
+warm-up steps, so give it a few (--warmup 3).
+dispatches_per_step is the number of aten operators one weight step dispatches (forward,
+backward, clipping, optimizer), counted once after the timed steps: a proxy of launch overhead
+that does not need a GPU. Compare it between runs on the same device type (CUDA uses foreach
+optimizer kernels, the CPU some extra fast-path ops). It is the eager step's count also under
+--compile: a compiled module runs eagerly while the counter is active."""
 
 
 def _tri(value: str) -> bool | str:
@@ -40,6 +50,14 @@ def _tri(value: str) -> bool | str:
     raise argparse.ArgumentTypeError(f"expected auto, true or false, got {value!r}")
 
 
+def _compile_mode(value: str) -> str:
+    from itnas.device import COMPILE_MODES
+
+    if value not in COMPILE_MODES:
+        raise argparse.ArgumentTypeError(f"expected one of {', '.join(COMPILE_MODES)}, got {value!r}")
+    return value
+
+
 def _common(p: argparse.ArgumentParser, batch: int | None) -> None:
     p.add_argument("--batch-size", type=int, default=batch, metavar="B",
                    help="images per step" + ("" if batch else " (default: the protocol's, 96)"))
@@ -47,10 +65,12 @@ def _common(p: argparse.ArgumentParser, batch: int | None) -> None:
     p.add_argument("--warmup", type=int, default=2, metavar="W", help="untimed steps first")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--amp", type=_tri, default="auto", metavar="{auto,true,false}",
-                   help="bf16 autocast (auto = on CUDA only)")
+                   help="bf16 autocast (auto = off: slower on the H100 in eager mode)")
     p.add_argument("--channels-last", type=_tri, default="auto", metavar="{auto,true,false}",
-                   help="channels-last memory format (auto = on CUDA only)")
-    p.add_argument("--compile", action="store_true", help="wrap the network in torch.compile")
+                   help="channels-last memory format (auto = on for the CPU, off on CUDA)")
+    p.add_argument("--compile", type=_compile_mode, nargs="?", const="default", default=False,
+                   metavar="MODE", help="wrap the network in torch.compile; MODE: default (a bare "
+                   "--compile), reduce-overhead (CUDA graphs), max-autotune, max-autotune-no-cudagraphs")
     p.add_argument("--threads", type=int, metavar="T", help="torch CPU threads (default: torch's)")
     p.add_argument("--data", choices=("synthetic", "device"), default="synthetic",
                    help="fixed random batches, or the GPU-resident augmenting pipeline")

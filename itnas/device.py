@@ -1,6 +1,7 @@
-"""Devices, seeding, determinism and memory figures: the one place that touches these.
+"""Devices, seeding, determinism, compilation and memory figures: the one place that touches these.
 
-CUDA fast paths (bf16 autocast, channels-last) are on by default on CUDA and off on CPU;
+`auto` for the fast paths (bf16 autocast, channels-last) means what was measured fastest on
+each device type (`AUTO_FLAGS`, docs/performance.md); `compile` picks a torch.compile mode;
 `deterministic` asks torch for deterministic kernels where they exist.
 """
 
@@ -50,11 +51,89 @@ def set_deterministic(enabled: bool) -> None:
         torch.backends.cudnn.benchmark = torch.cuda.is_available()
 
 
-def resolve_flag(value: bool | str, device: torch.device) -> bool:
-    """Config flags that accept true/false/'auto' ('auto' = on for CUDA only)."""
+# What `auto` means for each fast-path flag, per device type: the setting measured fastest.
+# - channels_last on the CPU: on. CPU-time ratios channels-last / NCHW, one thread, interleaved
+#   (benchmarks/compare_layouts.py, 2-core AMD EPYC, torch 2.14.1, batch 16 and 32): supernet
+#   weight step (8 cells, C=16) 0.64-0.68, DARTS_V2 training step (20 cells, C=36) 0.59-0.68.
+# - CUDA (H100, eager, launch-bound steps): both off. bf16 autocast + channels-last made the
+#   supernet weight step 517 ms instead of 414 ms and the DARTS_V2 step 195 ms instead of 133 ms
+#   (the casts and layout kernels add launches to a step bound by launches). Both stay available
+#   as an explicit `true`, e.g. to halve memory or to try them under torch.compile.
+# - bf16 autocast on the CPU: off (not measured to be faster; it also changes the numbers).
+# Device types not listed (mps, xpu, ...) get off.
+AUTO_FLAGS: dict[str, dict[str, bool]] = {
+    "amp": {"cpu": False, "cuda": False},
+    "channels_last": {"cpu": True, "cuda": False},
+}
+
+
+def resolve_flag(value: bool | str, device: torch.device, flag: str) -> bool:
+    """A fast-path flag's config value (true, false or 'auto') as a bool on `device`.
+
+    `flag` is 'amp' or 'channels_last'; 'auto' looks up `AUTO_FLAGS`: channels-last on for
+    the CPU, where it is faster; amp and channels-last off on CUDA, where both made the eager,
+    launch-bound steps slower. true and false are taken as they are, on any device.
+    """
+    if flag not in AUTO_FLAGS:
+        raise ValueError(f"unknown fast-path flag {flag!r}; expected one of {sorted(AUTO_FLAGS)}")
     if value == "auto":
-        return device.type == "cuda"
-    return bool(value)
+        return AUTO_FLAGS[flag].get(device.type, False)
+    if not isinstance(value, bool):
+        raise UserError(f"{flag}: expected auto, true or false, got {value!r}")
+    return value
+
+
+# torch.compile modes a `compile` key accepts (true = "default"). The ones that replay CUDA
+# graphs are those for which torch._inductor.list_mode_options sets triton.cudagraphs.
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+CUDA_GRAPH_MODES = frozenset({"reduce-overhead", "max-autotune"})
+
+
+def compile_mode(value: bool | str | None, what: str = "key 'compile'") -> str | None:
+    """The torch.compile mode a `compile` value asks for (true = 'default'), None for eager;
+    `what` names the setting in the error (the schema refuses other values first)."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return "default"
+    if value in COMPILE_MODES:
+        return str(value)
+    raise UserError(f"{what}: expected false, true or one of {', '.join(COMPILE_MODES)}, got {value!r}")
+
+
+def compile_module(module: torch.nn.Module, mode: str | None) -> torch.nn.Module:
+    """`module` itself for eager, else torch.compile'd in `mode` (parameters stay shared).
+
+    Shapes are static (`dynamic=False`): a run sees two or three batch sizes (the training
+    batch, the evaluation batch and a shorter last one), each its own graph, and CUDA graphs are
+    recorded per size anyway. With torch's automatic dynamic shapes the evaluation's sizes made
+    the batch dimension symbolic for the training graph too, and its recompilation when
+    drop-path switches on (epoch 2) then failed in fake-tensor tracing of `torch.rand` with a
+    symbolic size and a `generator` argument (networks.drop_masks; torch 2.14, CPU aot_eager).
+    """
+    if mode is None:
+        return module
+    return torch.compile(module, mode=mode, dynamic=False)
+
+
+def uses_cuda_graphs(mode: str | None) -> bool:
+    """Whether compiled code in `mode` replays CUDA graphs (on a CUDA device; on the CPU
+    Inductor skips them, and marking steps costs nothing)."""
+    return mode in CUDA_GRAPH_MODES
+
+
+def cuda_graph_step_begin() -> None:
+    """Start a new CUDA-graph generation; callers compiled in a `CUDA_GRAPH_MODES` mode call it
+    at the start of every step that runs the compiled network, evaluation batches included.
+
+    A replay writes its outputs (gradients included) into the same pool memory as the previous
+    generation's, so nothing from an earlier step may be read afterwards: losses and logits are
+    reduced to floats or fresh tensors within their step, and no backward may accumulate into
+    an earlier step's gradients (set them to None first). Once a process has called this, CUDA-graph trees start generations
+    only here; without it they start one at every call with no backward pending, which would
+    invalidate a first micro-batch's gradients before the second is accumulated into them.
+    """
+    torch.compiler.cudagraph_mark_step_begin()
 
 
 def autocast(device: torch.device, enabled: bool):

@@ -66,7 +66,10 @@ def drop_masks(count: int, batch: int, drop_prob: torch.Tensor, dtype: torch.dty
     0-d tensor, with no Python branch or float on its value, so a compiled network keeps one
     graph while it grows; and one draw for all edges costs four kernels instead of six per edge."""
     keep = 1.0 - drop_prob
-    noise = torch.rand((count, batch, 1, 1, 1), dtype=torch.float32, device=device, generator=generator)
+    # `generator=None` is passed only when set: torch.compile's fake-tensor tracing of rand with a
+    # symbolic batch size fails on an explicit generator argument (torch 2.14).
+    extra = {} if generator is None else {"generator": generator}
+    noise = torch.rand((count, batch, 1, 1, 1), dtype=torch.float32, device=device, **extra)
     return (noise < keep).to(dtype) / keep.to(dtype)
 
 

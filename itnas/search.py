@@ -94,11 +94,13 @@ class Searcher:
         self.net = SearchNetwork(num_classes, m["layers"], m["init_channels"], m["stem_multiplier"],
                                  in_channels=in_channels).to(device)
         self.policy: ArchPolicy = build_policy(cfg["arch"]["gumbel"], cfg["arch"]["transition"]).to(device)
-        self.amp = dev.resolve_flag(cfg["runtime"]["amp"], device)
-        self.channels_last = dev.resolve_flag(cfg["runtime"]["channels_last"], device)
+        self.amp = dev.resolve_flag(cfg["runtime"]["amp"], device, "amp")
+        self.channels_last = dev.resolve_flag(cfg["runtime"]["channels_last"], device, "channels_last")
         if self.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
-        self.forward_net = torch.compile(self.net) if cfg["runtime"]["compile"] else self.net
+        self.compile_mode = dev.compile_mode(cfg["runtime"]["compile"], "key 'runtime.compile'")
+        self.cuda_graphs = dev.uses_cuda_graphs(self.compile_mode)
+        self.forward_net = dev.compile_module(self.net, self.compile_mode)
         o, a = cfg["optim"], cfg["arch_optim"]
         self.w_opt = torch.optim.SGD(self.net.parameters(), lr=o["lr"], momentum=o["momentum"],
                                      weight_decay=o["weight_decay"])
@@ -133,6 +135,8 @@ class Searcher:
             return F.cross_entropy(logits.float(), y), logits
 
     def arch_step(self, x_val: torch.Tensor, y_val: torch.Tensor, x_tr: torch.Tensor, y_tr: torch.Tensor) -> float:
+        if self.cuda_graphs:
+            dev.cuda_graph_step_begin()
         self.a_opt.zero_grad(set_to_none=True)
         if self.cfg["arch_optim"]["order"] == "second":
             loss = self._unrolled_grad(x_val, y_val, x_tr, y_tr)
@@ -146,6 +150,8 @@ class Searcher:
         return loss
 
     def weight_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+        if self.cuda_graphs:
+            dev.cuda_graph_step_begin()
         self.w_opt.zero_grad(set_to_none=True)
         loss, logits = self.loss(x, y)
         loss.backward()
@@ -196,6 +202,8 @@ class Searcher:
         total = loss_sum = correct = 0.0
         for x, y in batches:
             x, y = self._prepare(x, y)
+            if self.cuda_graphs:
+                dev.cuda_graph_step_begin()
             loss, logits = self.loss(x, y)
             loss_sum += float(loss) * y.numel()
             correct += _accuracy(logits, y)

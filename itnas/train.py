@@ -26,12 +26,16 @@ from itnas import tracking
 from itnas.device import (
     allocation,
     autocast,
+    compile_mode,
+    compile_module,
+    cuda_graph_step_begin,
     describe,
     peak_memory_bytes,
     reset_peak_memory,
     resolve_flag,
     seed_everything,
     set_deterministic,
+    uses_cuda_graphs,
 )
 from itnas.distributed import BatchPlan, DistContext
 from itnas.errors import UserError
@@ -158,25 +162,17 @@ class TrainData:
     cutout: int = 0
 
 
-def use_device_pipeline(cfg: dict, spec: Any, device: torch.device) -> bool:
-    """'auto' keeps 32-px array datasets on the GPU under the CIFAR protocol; 'device' insists."""
-    fits = spec.protocol == "cifar" and spec.storage == "arrays"
-    if cfg["pipeline"] == "device" and not fits:
-        raise UserError(f"key 'pipeline': 'device' needs a 32-px array dataset under the CIFAR protocol; "
-                        f"{spec.name} uses the {spec.protocol} protocol")
-    return cfg["pipeline"] == "device" or (cfg["pipeline"] == "auto" and fits and device.type == "cuda")
-
-
 def make_data(spec: Any, cfg: dict, data_root: str, device: torch.device, train: Dataset,
               train_indices: list[int] | None, evaluation: Dataset) -> TrainData:
     """TrainData over `train_indices` of `train`, the augmented training set (None: all of it)."""
+    from itnas.data.gpu_pipeline import use_device_pipeline
     from itnas.data.loaders import KeyedSubset
 
     if train_indices is not None:
         train = KeyedSubset(train, train_indices)
     data = TrainData(train, evaluation, spec.num_classes, spec.protocol, spec.channels, spec.image_size,
                      spec.name, bool(spec.standin), spec.benchmark, keyed=True, cutout=cfg["cutout"])
-    if use_device_pipeline(cfg, spec, device):
+    if use_device_pipeline(cfg["pipeline"], spec, device):
         from itnas.data import DeviceDataset
 
         data.device_train = DeviceDataset.from_name(spec.name, data_root, "train", device)
@@ -288,8 +284,10 @@ class Trainer:
         if self.steps_per_epoch == 0:
             raise UserError(f"the training set has {len(data.train)} images, fewer than one global batch "
                             f"of {cfg['batch_size']}; lower batch_size or raise max_train_samples")
-        self.amp = resolve_flag(cfg["amp"], device)
-        self.channels_last = resolve_flag(cfg["channels_last"], device)
+        self.amp = resolve_flag(cfg["amp"], device, "amp")
+        self.channels_last = resolve_flag(cfg["channels_last"], device, "channels_last")
+        self.compile_mode = compile_mode(cfg["compile"])
+        self.cuda_graphs = uses_cuda_graphs(self.compile_mode)
         set_deterministic(cfg["deterministic"])
         seed_everything(seed)  # identical initial weights in every process
         self.model = build_network(genotype, data.protocol, data.num_classes, cfg["layers"],
@@ -301,9 +299,7 @@ class Trainer:
         # bf16 needs no loss scaling; the fp16 fallback (GPUs without bf16) does.
         fp16 = self.amp and device.type == "cuda" and not torch.cuda.is_bf16_supported()
         self.scaler = torch.amp.GradScaler(device.type, enabled=fp16)
-        net: torch.nn.Module = self.model
-        if cfg["compile"]:
-            net = torch.compile(net)
+        net: torch.nn.Module = compile_module(self.model, self.compile_mode)
         self.eval_net = net
         if ctx.enabled:
             from torch.nn.parallel import DistributedDataParallel
@@ -376,6 +372,9 @@ class Trainer:
         """Forward and backward over this process's micro-batches of one step (no update yet);
         returns (sum of losses, correct predictions, images) as a float64 device tensor."""
         plan, cfg = self.plan, self.cfg
+        if self.cuda_graphs:
+            # One generation per step: the micro-batches' gradients accumulate within it.
+            cuda_graph_step_begin()
         self.optimizer.zero_grad(set_to_none=True)
         sums = torch.zeros(3, dtype=torch.float64, device=self.device)
         for k in range(plan.accumulation):
@@ -414,6 +413,8 @@ class Trainer:
         sums = torch.zeros(4, dtype=torch.float64, device=self.device)  # loss, top-1, top-k, n
         for x, y in self.eval_loader:
             x, y = self._to_device(x, y)
+            if self.cuda_graphs:
+                cuda_graph_step_begin()
             with autocast(self.device, self.amp):
                 logits, _ = self.eval_net(x)
             logits = logits.float()

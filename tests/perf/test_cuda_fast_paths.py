@@ -1,7 +1,10 @@
 """The CUDA fast paths (channels-last, bf16 autocast, opt-in torch.compile) give the plain
 path's results, checked on the CPU here and on the GPU by the `gpu`-marked tests (run by
 benchmarks/gpu_check.sh). Channels-last and compile change only the order of float sums, so
-they match tightly; bf16 keeps 8 mantissa bits, so it matches to about 1e-2."""
+they match tightly; bf16 keeps 8 mantissa bits, so it matches to about 1e-2. The
+`reduce_overhead` tests run the search's and the training's own steps compiled with CUDA
+graphs against eager ones (tests/search/test_compile_config.py checks the same step protocol
+on the CPU with a stand-in for CUDA graphs)."""
 
 from __future__ import annotations
 
@@ -33,8 +36,8 @@ def _evalnet(device, layers=3, channels=6):
     return build_network(lookup("DARTS_V2"), "cifar", 10, layers=layers, init_channels=channels).to(device)
 
 
-def _batch(device, n=2, size=32):
-    g = torch.Generator().manual_seed(1)
+def _batch(device, n=2, size=32, seed=1):
+    g = torch.Generator().manual_seed(seed)
     return torch.randn(n, 3, size, size, generator=g).to(device), torch.arange(n, device=device) % 10
 
 
@@ -174,6 +177,71 @@ def test_device_pipeline_batches_live_on_the_gpu(cuda):
     x, y = DeviceBatches(8, 3, 32, 10, cuda, seed=0, cutout=16)()
     assert x.device.type == "cuda" and y.device.type == "cuda"
     assert x.shape == (8, 3, 32, 32) and x.dtype == torch.float32
+
+
+def _close(a: float, b: float, rel: float) -> bool:
+    return abs(a - b) <= rel * max(abs(b), 1e-12)
+
+
+@pytest.mark.gpu
+def test_reduce_overhead_search_steps_equal_eager_ones_on_gpu(cuda):
+    """The Searcher compiled with mode='reduce-overhead' against the eager one, step by step:
+    CUDA-graph trees warm up on the first call, record on the second and replay from the third,
+    so five arch + weight steps on fresh batches cover replays with new inputs; then an
+    evaluation of two batches (eval mode: another graph). Transition policy without the Gumbel
+    draw: no randomness, so both see the same numbers. (A shorter last batch would be one more
+    graph to compile; the CPU tests cover it.)"""
+    from itnas.bench import search_config
+    from itnas.search import Searcher
+
+    searchers = []
+    for compile in (False, "reduce-overhead"):
+        cfg = search_config("darts", 3, 4, 8, "cuda", False, False, compile)
+        cfg["arch"].update(gumbel=False, transition=True, tiep=False)
+        dev.seed_everything(0)
+        searchers.append(Searcher(cfg, 10, 3, cuda))
+    eager, graphed = searchers
+    assert graphed.cuda_graphs and not eager.cuda_graphs
+    start = [p.detach().clone() for p in eager.net.parameters()]
+    batches = [_batch(cuda, n=8, seed=s) for s in range(11)]
+    for k in range(5):
+        (x_val, y_val), (x_tr, y_tr) = batches[2 * k], batches[2 * k + 1]
+        arch = [s.arch_step(x_val, y_val, x_tr, y_tr) for s in searchers]
+        weight = [s.weight_step(x_tr, y_tr)[0] for s in searchers]
+        assert _close(arch[1], arch[0], 1e-3) and _close(weight[1], weight[0], 1e-3), (k, arch, weight)
+    for (name, pe), pg, p0 in zip(eager.net.named_parameters(), graphed.net.parameters(), start):
+        assert_rel_close(pg.detach() - p0, pe.detach() - p0, 1e-2, name)
+    for a, b in zip(graphed.policy.parameters(), eager.policy.parameters()):
+        assert_rel_close(a, b, 1e-4, "architecture parameters")
+    evaluations = [s.evaluate([batches[10], batches[0]]) for s in searchers]
+    assert _close(evaluations[1][0], evaluations[0][0], 1e-3), evaluations
+
+
+@pytest.mark.gpu
+def test_reduce_overhead_training_steps_equal_eager_ones_on_gpu(cuda):
+    """The Trainer compiled with mode='reduce-overhead' against the eager one: two epochs of two
+    steps of two accumulated micro-batches each (one CUDA-graph generation per step), and the
+    evaluation (two batches). Drop-path off: Inductor draws its own random numbers."""
+    try:
+        from itnas.distributed import DistContext
+        from itnas.train import Trainer
+        from tests.train.tiny import tensor_data, tiny_config
+    except ImportError as exc:  # itnas.train reads configs: PyYAML and jsonschema
+        pytest.skip(f"needs the training stack: {exc}")
+    data = tensor_data(n_train=32, n_eval=16, size=16)
+    trainers = [Trainer(tiny_config("layers=3", "batch_size=16", "max_batch_per_process=8", "drop_path_prob=0",
+                                    "device=cuda", f"compile={compile}"),
+                        lookup("DARTS_V2"), data, 0, DistContext(), cuda)
+                for compile in ("false", "reduce-overhead")]
+    eager, graphed = trainers
+    assert graphed.cuda_graphs and graphed.plan.accumulation == 2
+    start = [p.detach().clone() for p in eager.model.parameters()]
+    for epoch in range(2):
+        (train_e, test_e), (train_g, test_g) = [(t.train_epoch(epoch), t.evaluate()) for t in trainers]
+        assert _close(train_g["loss"], train_e["loss"], 1e-3), (epoch, train_g, train_e)
+        assert _close(test_g["loss"], test_e["loss"], 1e-3), (epoch, test_g, test_e)
+    for (name, pe), pg, p0 in zip(eager.model.named_parameters(), graphed.model.parameters(), start):
+        assert_rel_close(pg.detach() - p0, pe.detach() - p0, 1e-2, name)
 
 
 @pytest.mark.gpu

@@ -1,0 +1,334 @@
+"""torch.compile modes and the fast-path `auto` rule, on the CPU.
+
+- `runtime.compile` (search) and `compile` (train) take false, true or a torch.compile mode;
+  anything else is one UserError line naming the key.
+- The mode reaches torch.compile (`true` = 'default'); CUDA-graph modes start one CUDA-graph
+  generation per step and per evaluation batch.
+- No step keeps an output of an earlier step: a stand-in for CUDA-graph trees invalidates every
+  output and gradient of the previous generation at each step start, as a replay overwrites
+  them, and the steps must still equal eager ones.
+- A compiled step (backend aot_eager: Inductor's C++ build takes minutes on 2 cores) equals the
+  eager one.
+- `auto` for amp and channels_last: channels-last on the CPU, neither on CUDA.
+"""
+
+from __future__ import annotations
+
+import math
+import weakref
+
+import pytest
+import torch
+
+from itnas import device as dev
+from itnas.bench import search_config
+from itnas.config import load_config
+from itnas.distributed import DistContext
+from itnas.errors import UserError
+from itnas.genotypes import lookup
+from itnas.search import Searcher
+from itnas.train import Trainer, load_train_config
+from tests.conftest import REPO
+from tests.perf.conftest import assert_rel_close
+from tests.train.tiny import tensor_data, tiny_config
+
+CPU, CUDA = torch.device("cpu"), torch.device("cuda")  # a device object needs no GPU
+MODES = ["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
+DARTS_V2 = lookup("DARTS_V2")
+
+
+# ----------------------------------------------------------------------------- config values
+
+
+@pytest.mark.parametrize("raw, value, mode", [("false", False, None), ("true", True, "default"),
+                                              *[(m, m, m) for m in MODES]])
+def test_search_and_train_configs_take_false_true_and_every_mode(raw, value, mode):
+    search = load_config(REPO / "config/search.yaml", "search", [f"runtime.compile={raw}"])
+    train = load_train_config(REPO / "config/train_cifar.yaml", [f"compile={raw}"])
+    assert search["runtime"]["compile"] == value and train["compile"] == value
+    assert dev.compile_mode(value) == mode
+
+
+@pytest.mark.parametrize("raw", ["fast", "1", "Default", "reduce_overhead", "[default]"])
+def test_other_compile_values_are_refused_in_one_line_naming_the_key(raw):
+    with pytest.raises(UserError) as search_err:
+        load_config(REPO / "config/search.yaml", "search", [f"runtime.compile={raw}"])
+    with pytest.raises(UserError) as train_err:
+        load_train_config(REPO / "config/train_cifar.yaml", [f"compile={raw}"])
+    for err, key in ((search_err, "runtime.compile"), (train_err, "compile")):
+        message = str(err.value)
+        assert "\n" not in message and f"key '{key}'" in message, message
+        assert "reduce-overhead" in message and "max-autotune-no-cudagraphs" in message, message
+
+
+def test_compile_mode_refuses_what_the_schema_would():
+    with pytest.raises(UserError, match="key 'compile'.*reduce-overhead"):
+        dev.compile_mode("fast")
+
+
+@pytest.mark.parametrize("name, kind", [("search.yaml", "search"), ("train_cifar.yaml", "train"),
+                                        ("train_imagenet.yaml", "train")])
+def test_the_shipped_configs_stay_valid(name, kind):
+    cfg = load_config(REPO / "config" / name, kind)
+    flags = cfg["runtime"] if kind == "search" else cfg
+    assert flags["compile"] is False and flags["amp"] == "auto" and flags["channels_last"] == "auto"
+
+
+# ----------------------------------------------------------------------------- auto
+
+
+def test_auto_means_channels_last_on_the_cpu_and_no_fast_path_on_cuda():
+    assert dev.resolve_flag("auto", CPU, "channels_last") is True
+    assert dev.resolve_flag("auto", CPU, "amp") is False
+    assert dev.resolve_flag("auto", CUDA, "channels_last") is False
+    assert dev.resolve_flag("auto", CUDA, "amp") is False
+    assert dev.resolve_flag("auto", torch.device("meta"), "channels_last") is False  # unmeasured: off
+
+
+@pytest.mark.parametrize("device", [CPU, CUDA], ids=["cpu", "cuda"])
+@pytest.mark.parametrize("flag", ["amp", "channels_last"])
+def test_explicit_true_and_false_win_on_every_device(device, flag):
+    assert dev.resolve_flag(True, device, flag) is True
+    assert dev.resolve_flag(False, device, flag) is False
+
+
+def test_an_unknown_flag_name_is_a_programming_error():
+    with pytest.raises(ValueError, match="channels_last"):
+        dev.resolve_flag("auto", CPU, "channel_last")
+
+
+def test_default_search_and_training_on_the_cpu_run_channels_last_in_float32():
+    searcher = _searcher(False)
+    assert searcher.channels_last is True and searcher.amp is False
+    conv = next(m for m in searcher.net.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last) and not conv.weight.is_contiguous()
+    trainer = _trainer(False)
+    assert trainer.channels_last is True and trainer.amp is False
+
+
+# ----------------------------------------------------------------------------- the mode reaches torch.compile
+
+
+@pytest.fixture
+def compile_calls(monkeypatch):
+    """torch.compile replaced by a recorder that leaves the module eager."""
+    calls: list[str | None] = []
+
+    def record(model, **kwargs):
+        assert kwargs.get("dynamic") is False  # static shapes: see device.compile_module
+        calls.append(kwargs.get("mode"))
+        return model
+
+    monkeypatch.setattr(torch, "compile", record)
+    return calls
+
+
+@pytest.fixture
+def marks(monkeypatch):
+    """Counts cudagraph_mark_step_begin calls (the real one only moves a counter)."""
+    count = [0]
+
+    def mark():
+        count[0] += 1
+
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", mark)
+    return count
+
+
+def _searcher(compile, layers: int = 3, seed: int = 0) -> Searcher:
+    cfg = search_config("darts", layers, 4, 4, "cpu", "auto", "auto", compile)
+    # The transition policy without the Gumbel draw: no randomness, so two runs can be compared.
+    cfg["arch"].update(gumbel=False, transition=True, tiep=False)
+    dev.seed_everything(seed)
+    return Searcher(cfg, 10, 3, CPU)
+
+
+def _trainer(compile, *overrides: str, data=None) -> Trainer:
+    cfg = tiny_config("layers=3", f"compile={str(compile).lower()}", *overrides)
+    return Trainer(cfg, DARTS_V2, data or tensor_data(n_train=16, n_eval=6), 0, DistContext(), CPU)
+
+
+@pytest.mark.parametrize("value, mode", [(True, "default"), ("reduce-overhead", "reduce-overhead"),
+                                         ("max-autotune-no-cudagraphs", "max-autotune-no-cudagraphs")])
+def test_the_mode_reaches_torch_compile_in_search_and_training(compile_calls, value, mode):
+    searcher = _searcher(value)
+    trainer = _trainer(value)
+    assert compile_calls == [mode, mode]
+    cuda_graphs = mode in ("reduce-overhead", "max-autotune")
+    assert searcher.cuda_graphs is cuda_graphs and trainer.cuda_graphs is cuda_graphs
+
+
+def test_eager_runs_do_not_call_torch_compile(compile_calls):
+    assert _searcher(False).forward_net is not None and _trainer(False).net is not None
+    assert compile_calls == []
+
+
+def _search_batches(n: int, size: int = 16, batch: int = 4) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    g = torch.Generator().manual_seed(7)
+    return [(torch.randn(batch, 3, size, size, generator=g), torch.randint(10, (batch,), generator=g))
+            for _ in range(n)]
+
+
+def _search_steps(searcher: Searcher, batches) -> list[float]:
+    """Two search steps (arch then weight, as run_search) and an evaluation with a short batch."""
+    losses = []
+    for k in range(2):
+        (x_val, y_val), (x_tr, y_tr) = (searcher._prepare(*b) for b in batches[2 * k:2 * k + 2])
+        losses.append(searcher.arch_step(x_val, y_val, x_tr, y_tr))
+        losses.extend(searcher.weight_step(x_tr, y_tr))
+    x, y = batches[4]
+    losses.extend(searcher.evaluate([(x, y), (x[:3], y[:3])]))
+    return losses
+
+
+@pytest.mark.parametrize("mode, per_step", [("reduce-overhead", 1), ("default", 0)])
+def test_cuda_graph_modes_mark_every_search_step_and_evaluation_batch(compile_calls, marks, mode, per_step):
+    _search_steps(_searcher(mode), _search_batches(5))
+    assert marks[0] == per_step * (2 + 2 + 2)  # 2 arch steps, 2 weight steps, 2 evaluation batches
+
+
+@pytest.mark.parametrize("mode, per_step", [("reduce-overhead", 1), ("max-autotune-no-cudagraphs", 0)])
+def test_cuda_graph_modes_mark_every_training_step_and_evaluation_batch(compile_calls, marks, mode, per_step):
+    trainer = _trainer(mode, "max_batch_per_process=4")  # 2 micro-batches per step: still one mark
+    assert trainer.plan.accumulation == 2
+    trainer.train_epoch(0)
+    trainer.evaluate()
+    assert marks[0] == per_step * (2 + 2)  # 16 images / 8 per step; 6 test images in batches of 4
+
+
+# ----------------------------------------------------------------------------- a stand-in for CUDA graphs
+
+
+class CudaGraphStandIn:
+    """What CUDA-graph trees do to a step's results, on the CPU: `compile` returns the module
+    itself (eager), but at every cudagraph_mark_step_begin the outputs of the previous generation
+    and the gradients of the compiled module's parameters are filled with NaN and made to raise
+    on any write, as a replay into the same memory would leave them. A step that reads or adds
+    into an earlier step's outputs or gradients then yields NaN or raises."""
+
+    def __init__(self) -> None:
+        self.outputs: list[weakref.ref] = []
+        self.modules: list[torch.nn.Module] = []
+        self.invalid: dict[int, weakref.ref] = {}  # by id: tensors compare by value
+
+    def compile(self, model, **kwargs):
+        self.modules.append(model)
+        model.register_forward_hook(self._keep_outputs)
+        return model
+
+    def _keep_outputs(self, module, args, output):
+        for t in output if isinstance(output, tuple) else (output,):
+            if isinstance(t, torch.Tensor):
+                self.outputs.append(weakref.ref(t))
+
+    def mark_step_begin(self) -> None:
+        stale = [r() for r in self.outputs]
+        stale += [p.grad for m in self.modules for p in m.parameters()]
+        for t in stale:
+            if t is not None and not self._invalid(t):
+                with torch.no_grad():
+                    t.detach().fill_(math.nan)
+                torch._C._set_storage_access_error_msg(t, "written by a later CUDA-graph replay")
+                self.invalid[id(t)] = weakref.ref(t)
+        self.outputs = []
+
+    def _invalid(self, t: torch.Tensor) -> bool:
+        ref = self.invalid.get(id(t))
+        return ref is not None and ref() is t
+
+
+@pytest.fixture
+def stand_in(monkeypatch):
+    graphs = CudaGraphStandIn()
+    monkeypatch.setattr(torch, "compile", graphs.compile)
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", graphs.mark_step_begin)
+    return graphs
+
+
+def test_the_stand_in_catches_a_result_kept_across_steps(stand_in):
+    """The stand-in's own check: logits kept from one step read as NaN after the next begins,
+    and a backward adding into an earlier step's gradient raises."""
+    searcher = _searcher("reduce-overhead")
+    (x, y), = (searcher._prepare(*b) for b in _search_batches(1))
+    dev.cuda_graph_step_begin()
+    loss, logits = searcher.loss(x, y)
+    loss.backward()
+    dev.cuda_graph_step_begin()
+    try:  # some kernels read the poisoned storage (NaN), others check it and raise
+        assert torch.isnan(logits).all()
+    except RuntimeError as exc:
+        assert "later CUDA-graph replay" in str(exc)
+    with pytest.raises(RuntimeError, match="later CUDA-graph replay"):
+        searcher.loss(x, y)[0].backward()
+
+
+def test_search_steps_keep_no_result_across_cuda_graph_steps(stand_in):
+    batches = _search_batches(5)
+    graphed = _search_steps(_searcher("reduce-overhead"), batches)
+    eager = _search_steps(_searcher(False), batches)
+    assert all(math.isfinite(v) for v in graphed)
+    assert graphed == eager
+
+
+def test_training_keeps_no_result_across_cuda_graph_steps(stand_in):
+    """Gradient accumulation (two micro-batches per step) included: they share one generation."""
+    data = tensor_data(n_train=16, n_eval=6)
+    graphed = _trainer("reduce-overhead", "max_batch_per_process=4", data=data)
+    eager = _trainer(False, "max_batch_per_process=4", data=data)
+    results = [(t.train_epoch(0), t.evaluate()) for t in (graphed, eager)]
+    assert all(math.isfinite(v) for part in results[0] for v in part.values())
+    assert results[0] == results[1]
+    for a, b in zip(graphed.model.parameters(), eager.model.parameters()):
+        assert torch.equal(a, b)
+
+
+# ----------------------------------------------------------------------------- compiled = eager
+
+
+@pytest.fixture
+def aot_eager(monkeypatch):
+    """torch.compile with the requested mode recorded and the backend swapped for aot_eager
+    (dynamo + AOTAutograd, eager kernels): the graphs Inductor would get, run on the CPU."""
+    real = torch.compile
+    modes: list[str | None] = []
+
+    def compile_aot_eager(model, mode=None, dynamic=None, **kwargs):
+        modes.append(mode)
+        return real(model, backend="aot_eager", dynamic=dynamic)
+
+    monkeypatch.setattr(torch, "compile", compile_aot_eager)
+    yield modes
+    torch._dynamo.reset()
+
+
+def test_a_compiled_training_step_equals_the_eager_one(aot_eager):
+    """The DARTS_V2 network with its auxiliary head and drop-path (the probability is a tensor,
+    so the graph does not change per epoch), two epochs and the evaluation, compiled vs eager."""
+    data = tensor_data(n_train=16, n_eval=6)
+    compiled = _trainer("reduce-overhead", data=data)
+    eager = _trainer(False, data=data)
+    assert aot_eager == ["reduce-overhead"]
+    for epoch in range(2):
+        (train_c, eval_c), (train_e, eval_e) = [(t.train_epoch(epoch), t.evaluate()) for t in (compiled, eager)]
+        assert train_c["loss"] == pytest.approx(train_e["loss"], rel=1e-5)
+        assert eval_c["loss"] == pytest.approx(eval_e["loss"], rel=1e-5)
+    for a, b in zip(compiled.model.parameters(), eager.model.parameters()):
+        assert_rel_close(a, b, 1e-5)
+
+
+@pytest.mark.slow
+def test_a_compiled_search_step_equals_the_eager_one(aot_eager):
+    """Arch step then weight step of the whole 3-cell supernet through dynamo and AOTAutograd
+    (about 45 s on 2 cores: the supernet's graph has thousands of nodes)."""
+    batches = _search_batches(2)
+    compiled, eager = _searcher("reduce-overhead"), _searcher(False)
+    assert aot_eager == ["reduce-overhead"]
+    losses = []
+    for searcher in (compiled, eager):
+        (x_val, y_val), (x_tr, y_tr) = (searcher._prepare(*b) for b in batches)
+        losses.append([searcher.arch_step(x_val, y_val, x_tr, y_tr), *searcher.weight_step(x_tr, y_tr)])
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+    for a, b in zip(compiled.policy.parameters(), eager.policy.parameters()):
+        assert_rel_close(a, b, 1e-5)
+    for a, b in zip(compiled.net.parameters(), eager.net.parameters()):
+        assert_rel_close(a.grad, b.grad, 1e-4)
