@@ -1,4 +1,4 @@
-"""Summarise the JSON lines of benchmarks/gpu_check.sh and extrapolate the paper's runs.
+"""Summarise the results of benchmarks/gpu_check.sh and extrapolate the paper's runs.
 
     python3 benchmarks/gpu_summary.py OUT_DIR
 
@@ -8,14 +8,18 @@ then one forward pass over the 25,000 architecture images for the epoch's valida
 (estimated here as a third of a weight step per batch: forward only, no update).
 Training (SPEC section 7): 600 epochs of 50,000 images in batches of 96, i.e. 521 steps, plus
 one forward pass over the 10,000 test images per epoch (estimated likewise).
+A compiled run's warm-up (compilation, CUDA-graph recording) is paid once per job and is left
+out of the extrapolation; it is printed beside it.
 Goals on an H100 (issue 7): search within 1 GPU-hour, training within 6.
-Writes OUT_DIR/summary.json and prints a table.
+Prints the equality tests' outcomes (from gpu_tests.log), one line per run with its ratio to
+the plain run of the same kind, the extrapolations, and writes OUT_DIR/summary.json.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -23,51 +27,94 @@ SEARCH_EPOCHS, SEARCH_HALF, SEARCH_BATCH = 50, 25_000, 64
 TRAIN_EPOCHS, TRAIN_IMAGES, TEST_IMAGES, TRAIN_BATCH = 600, 50_000, 10_000, 96
 FORWARD_SHARE = 1 / 3  # a forward pass costs about a third of forward + backward + update
 GOALS_H = {"search": 1.0, "train": 6.0}
+SEARCH_STEPS = math.ceil(SEARCH_HALF / SEARCH_BATCH)  # 391 weight steps (and as many arch steps)
+TRAIN_STEPS = math.ceil(TRAIN_IMAGES / TRAIN_BATCH)  # 521
+TEST_BATCHES = math.ceil(TEST_IMAGES / TRAIN_BATCH)  # 105
 
 
 def search_hours(r: dict) -> dict:
-    steps = math.ceil(SEARCH_HALF / SEARCH_BATCH)
     step = r["step_s_median"] + r["arch_step_s_median"]
-    epoch = steps * step
-    epoch_val = epoch + steps * FORWARD_SHARE * r["step_s_median"]
-    return {"steps_per_epoch": steps, "search_step_s": step, "epoch_s": epoch, "epoch_with_val_s": epoch_val,
+    epoch = SEARCH_STEPS * step
+    epoch_val = epoch + SEARCH_STEPS * FORWARD_SHARE * r["step_s_median"]
+    return {"steps_per_epoch": SEARCH_STEPS, "search_step_s": step, "epoch_s": epoch, "epoch_with_val_s": epoch_val,
             "gpu_hours": SEARCH_EPOCHS * epoch / 3600, "gpu_hours_with_val": SEARCH_EPOCHS * epoch_val / 3600}
 
 
 def train_hours(r: dict) -> dict:
-    steps = math.ceil(TRAIN_IMAGES / TRAIN_BATCH)
-    epoch = steps * r["step_s_median"]
-    epoch_val = epoch + math.ceil(TEST_IMAGES / TRAIN_BATCH) * FORWARD_SHARE * r["step_s_median"]
-    return {"steps_per_epoch": steps, "epoch_s": epoch, "epoch_with_val_s": epoch_val,
+    epoch = TRAIN_STEPS * r["step_s_median"]
+    epoch_val = epoch + TEST_BATCHES * FORWARD_SHARE * r["step_s_median"]
+    return {"steps_per_epoch": TRAIN_STEPS, "epoch_s": epoch, "epoch_with_val_s": epoch_val,
             "gpu_hours": TRAIN_EPOCHS * epoch / 3600, "gpu_hours_with_val": TRAIN_EPOCHS * epoch_val / 3600}
 
 
+def test_outcomes(log: Path) -> list[tuple[str, str]]:
+    """(test, outcome) for every test the log shows starting; 'no result' = still running when
+    its group's time ran out."""
+    if not log.exists():
+        return []
+    seen: dict[str, str] = {}
+    for line in log.read_text(errors="replace").splitlines():
+        m = re.search(r"::(test_\w+(?:\[[^\]]*\])?)(?: (PASSED|FAILED|ERROR|SKIPPED|TIMEOUT))?", line)
+        if not m:
+            continue
+        name, outcome = m.group(1), m.group(2)
+        if outcome and seen.get(name, "no result") == "no result":
+            seen[name] = outcome
+        else:
+            seen.setdefault(name, "no result")
+    return list(seen.items())
+
+
+def _step_s(r: dict) -> float:
+    return r["step_s_median"] + (r.get("arch_step_s_median") or 0.0)
+
+
 def main(out_dir: str) -> int:
-    rows, summary = [], {"runs": {}}
-    for path in sorted(Path(out_dir).glob("*.json")):
+    out = Path(out_dir)
+    rows, summary = [], {"runs": {}, "tests": {}}
+    tests = test_outcomes(out / "gpu_tests.log")
+    summary["tests"] = dict(tests)
+    results = {}
+    # In the order gpu_check.sh runs them (by value), then anything else by name.
+    order = ["plain", "compile_reduce_overhead", "amp", "channels_last", "compile_default"]
+
+    def rank(path: Path) -> tuple:
+        kind, _, variant = path.stem.partition("_")
+        return (order.index(variant) if variant in order else len(order), kind, path.stem)
+
+    for path in sorted(out.glob("*.json"), key=rank):
         if path.name == "summary.json":
             continue
         lines = [line for line in path.read_text().splitlines() if line.strip().startswith("{")]
         if not lines:
             rows.append((path.stem, "no result (failed or timed out; see its .log)"))
             continue
-        r = json.loads(lines[-1])
+        results[path.stem] = json.loads(lines[-1])
+    for name, r in results.items():
+        plain = results.get(f"{r.get('bench')}_plain") if r.get("bench") in ("supernet", "train") else None
+        vs = f"; {_step_s(r) / _step_s(plain):.2f} x plain" if plain and name != f"{r['bench']}_plain" else ""
+        what = (f"amp {str(r.get('amp')).lower()}, channels-last {str(r.get('channels_last')).lower()}, "
+                f"compile {r.get('compile') or 'no'}, data {r.get('data')}")
+        extra = (f"{r.get('dispatches_per_step')} aten ops/step, warm-up {r.get('warmup_s', 0):.0f} s "
+                 f"({r.get('warmup')} steps)")
         if r.get("bench") == "supernet":
             x = search_hours(r)
-            rows.append((path.stem, f"weight {1e3 * r['step_s_median']:.1f} ms + arch "
-                                    f"{1e3 * r['arch_step_s_median']:.1f} ms/step, {r['images_per_s']:.0f} img/s, "
-                                    f"peak {r['peak_memory_bytes'] / 2**30:.2f} GiB; epoch {x['epoch_s']:.0f} s; "
-                                    f"50-epoch search {x['gpu_hours']:.2f} GPU-h "
-                                    f"({x['gpu_hours_with_val']:.2f} with validation)"))
+            rows.append((name, f"weight {1e3 * r['step_s_median']:.1f} ms + arch "
+                               f"{1e3 * r['arch_step_s_median']:.1f} ms/step{vs} (CPU "
+                               f"{1e3 * (r['step_cpu_s_median'] + r['arch_step_cpu_s_median']):.0f} ms), "
+                               f"{r['images_per_s']:.0f} img/s, peak {r['peak_memory_bytes'] / 2**30:.2f} GiB; "
+                               f"epoch {x['epoch_s']:.0f} s; 50-epoch search {x['gpu_hours']:.2f} GPU-h "
+                               f"({x['gpu_hours_with_val']:.2f} with validation); {extra}; {what}"))
         elif r.get("bench") == "train":
             x = train_hours(r)
-            rows.append((path.stem, f"{1e3 * r['step_s_median']:.1f} ms/step, {r['images_per_s']:.0f} img/s, "
-                                    f"peak {r['peak_memory_bytes'] / 2**30:.2f} GiB; epoch {x['epoch_s']:.0f} s; "
-                                    f"600-epoch training {x['gpu_hours']:.2f} GPU-h "
-                                    f"({x['gpu_hours_with_val']:.2f} with test passes)"))
+            rows.append((name, f"{1e3 * r['step_s_median']:.1f} ms/step{vs} (CPU {1e3 * r['step_cpu_s_median']:.0f} ms), "
+                               f"{r['images_per_s']:.0f} img/s, peak {r['peak_memory_bytes'] / 2**30:.2f} GiB; "
+                               f"epoch {x['epoch_s']:.0f} s; 600-epoch training {x['gpu_hours']:.2f} GPU-h "
+                               f"({x['gpu_hours_with_val']:.2f} with test passes); {extra}; {what}"))
         else:
             continue
-        summary["runs"][path.stem] = {"result": r, "extrapolation": x}
+        summary["runs"][name] = {"result": r, "extrapolation": x,
+                                 "vs_plain": _step_s(r) / _step_s(plain) if plain else None}
     best = {}
     for kind, key in (("search", "supernet"), ("train", "train")):
         hours = [(v["extrapolation"]["gpu_hours_with_val"], name) for name, v in summary["runs"].items()
@@ -77,10 +124,16 @@ def main(out_dir: str) -> int:
             best[kind] = {"run": name, "gpu_hours_with_val": h, "goal_gpu_hours": GOALS_H[kind],
                           "meets_goal": h <= GOALS_H[kind]}
     summary["best"] = best
-    (Path(out_dir) / "summary.json").write_text(json.dumps(summary, indent=1))
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    for name, outcome in tests:
+        print(f"test {name}: {outcome}")
     width = max((len(name) for name, _ in rows), default=10)
     for name, text in rows:
         print(f"{name:<{width}}  {text}")
+    print(f"extrapolation: search = {SEARCH_EPOCHS} epochs x {SEARCH_STEPS} steps (25,000 images per half / "
+          f"batch {SEARCH_BATCH}) x (weight + arch step), + {SEARCH_STEPS} validation forwards at "
+          f"{FORWARD_SHARE:.2f} weight step; training = {TRAIN_EPOCHS} epochs x {TRAIN_STEPS} steps "
+          f"(50,000 images / batch {TRAIN_BATCH}), + {TEST_BATCHES} test forwards at {FORWARD_SHARE:.2f} step")
     for kind, b in best.items():
         print(f"best {kind}: {b['run']} -> {b['gpu_hours_with_val']:.2f} GPU-hours "
               f"(goal {b['goal_gpu_hours']:g}: {'met' if b['meets_goal'] else 'NOT met'})")
