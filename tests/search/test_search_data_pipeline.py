@@ -1,7 +1,6 @@
 """The search's batches from the device pipeline (`data.pipeline: device`), run here on the CPU:
 what the batches hold, which images each stream sees, determinism, refusal, and resume."""
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +8,6 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from itnas.checkpoint import load_checkpoint
 from itnas.cli import main
 from itnas.config import load_config
 from itnas.data import build_dataset, get_spec
@@ -19,6 +17,7 @@ from itnas.errors import UserError
 from itnas.loop import RunDir
 from itnas.search import check_search_config
 from itnas.search_data import ARCH_STREAM, search_batches
+from tests.search.same_run import assert_same_search
 
 CONFIG = Path(__file__).resolve().parents[2] / "config" / "search.yaml"
 CPU = torch.device("cpu")
@@ -202,15 +201,4 @@ def test_search_on_the_device_pipeline_resumes_bit_identically(tmp_path, tiny_se
     assert _search(tmp_path / "resumed", overrides) == 0
     assert epochs == [1, 1]
 
-    for name in ("arch_state.json", "genotype.json", "history.json"):
-        straight = json.loads((tmp_path / "straight" / name).read_text())
-        resumed = json.loads((tmp_path / "resumed" / name).read_text())
-        if name == "history.json":
-            for rec in straight + resumed:
-                rec.pop("epoch_s")
-        assert straight == resumed, name
-    a = load_checkpoint(tmp_path / "straight" / "checkpoint.pt")["payload"]
-    b = load_checkpoint(tmp_path / "resumed" / "checkpoint.pt")["payload"]
-    for part in ("net", "policy"):
-        for key, tensor in a[part].items():
-            assert torch.equal(tensor, b[part][key]), f"{part}.{key}"
+    assert_same_search(tmp_path / "straight", tmp_path / "resumed")

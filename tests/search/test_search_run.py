@@ -3,12 +3,11 @@
 import json
 
 import pytest
-import torch
 
-from itnas.checkpoint import load_checkpoint
 from itnas.cli import main
 from itnas.formats import load_arch_state, load_genotype
 from itnas.loop import RunDir
+from tests.search.same_run import assert_same_search
 
 SEARCH = ["search", "--config", "config/search.yaml"]
 
@@ -63,18 +62,7 @@ def test_resumed_search_is_bit_identical_to_an_uninterrupted_one(tmp_path, tiny_
     monkeypatch.setattr(RunDir, "end_epoch", original)
     assert _search(tmp_path / "resumed", tiny_search_overrides) == 0
 
-    for name in ("arch_state.json", "genotype.json", "history.json"):
-        straight = json.loads((tmp_path / "straight" / name).read_text())
-        resumed = json.loads((tmp_path / "resumed" / name).read_text())
-        if name == "history.json":
-            for rec in straight + resumed:
-                rec.pop("epoch_s")
-        assert straight == resumed, name
-    a = load_checkpoint(tmp_path / "straight" / "checkpoint.pt")["payload"]
-    b = load_checkpoint(tmp_path / "resumed" / "checkpoint.pt")["payload"]
-    for part in ("net", "policy"):
-        for key, tensor in a[part].items():
-            assert torch.equal(tensor, b[part][key]), f"{part}.{key}"
+    assert_same_search(tmp_path / "straight", tmp_path / "resumed")
 
 
 def test_second_order_search_differs_from_first_order(tmp_path, tiny_search_overrides):
