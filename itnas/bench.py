@@ -373,10 +373,7 @@ class TrainBench:
             raise ValueError(f"data must be 'synthetic' or 'device', got {data!r}")
 
     def _prepare(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = x.to(self.device, non_blocking=True)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x, y.to(self.device, non_blocking=True)
+        return dev.batch_to(x, y, self.device, self.channels_last)
 
     def _batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self.data == "device":

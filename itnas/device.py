@@ -136,6 +136,15 @@ def cuda_graph_step_begin() -> None:
     torch.compiler.cudagraph_mark_step_begin()
 
 
+def batch_to(x: torch.Tensor, y: torch.Tensor, device: torch.device,
+             channels_last: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch on `device` (asynchronously from pinned memory), images in the run's layout."""
+    x = x.to(device, non_blocking=True)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x, y.to(device, non_blocking=True)
+
+
 def autocast(device: torch.device, enabled: bool):
     if not enabled:
         return contextlib.nullcontext()

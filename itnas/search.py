@@ -124,10 +124,7 @@ class Searcher:
 
     # -- steps ---------------------------------------------------------------------------
     def _prepare(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = x.to(self.device, non_blocking=True)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x, y.to(self.device, non_blocking=True)
+        return dev.batch_to(x, y, self.device, self.channels_last)
 
     def loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with dev.autocast(self.device, self.amp):

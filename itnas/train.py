@@ -26,6 +26,7 @@ from itnas import tracking
 from itnas.device import (
     allocation,
     autocast,
+    batch_to,
     compile_mode,
     compile_module,
     cuda_graph_step_begin,
@@ -335,10 +336,7 @@ class Trainer:
     # -- one epoch
 
     def _to_device(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = x.to(self.device, non_blocking=True)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x, y.to(self.device, non_blocking=True)
+        return batch_to(x, y, self.device, self.channels_last)
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
         cfg = self.cfg

@@ -1,4 +1,5 @@
-"""The check both resume tests make: two search folders hold the same run, bit for bit."""
+"""What both resume tests do: kill a search right after its first checkpoint, and check that
+two search folders hold the same run, bit for bit."""
 
 from __future__ import annotations
 
@@ -8,6 +9,19 @@ from pathlib import Path
 import torch
 
 from itnas.checkpoint import load_checkpoint
+from itnas.loop import RunDir
+
+
+def die_after_first_checkpoint(monkeypatch) -> None:
+    """Make the next run raise KeyboardInterrupt (exit 130) right after it checkpoints an epoch;
+    `monkeypatch.undo()` or a new setattr of `RunDir.end_epoch` lifts it."""
+    original = RunDir.end_epoch
+
+    def end_then_die(self, epoch, record, payload):
+        original(self, epoch, record, payload)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(RunDir, "end_epoch", end_then_die)
 
 
 def assert_same_search(straight: Path, resumed: Path) -> None:

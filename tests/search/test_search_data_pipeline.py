@@ -17,7 +17,7 @@ from itnas.errors import UserError
 from itnas.loop import RunDir
 from itnas.search import check_search_config
 from itnas.search_data import ARCH_STREAM, search_batches
-from tests.search.same_run import assert_same_search
+from tests.search.same_run import assert_same_search, die_after_first_checkpoint
 
 CONFIG = Path(__file__).resolve().parents[2] / "config" / "search.yaml"
 CPU = torch.device("cpu")
@@ -189,12 +189,7 @@ def test_search_on_the_device_pipeline_resumes_bit_identically(tmp_path, tiny_se
     assert epochs == [0, 0, 1, 1]  # weights and arch loaders, every epoch
 
     original = RunDir.end_epoch
-
-    def end_then_die(self, epoch, record, payload):
-        original(self, epoch, record, payload)
-        raise KeyboardInterrupt  # killed right after the first checkpoint
-
-    monkeypatch.setattr(RunDir, "end_epoch", end_then_die)
+    die_after_first_checkpoint(monkeypatch)
     assert _search(tmp_path / "resumed", overrides) == 130
     monkeypatch.setattr(RunDir, "end_epoch", original)
     epochs.clear()

@@ -7,7 +7,7 @@ import pytest
 from itnas.cli import main
 from itnas.formats import load_arch_state, load_genotype
 from itnas.loop import RunDir
-from tests.search.same_run import assert_same_search
+from tests.search.same_run import assert_same_search, die_after_first_checkpoint
 
 SEARCH = ["search", "--config", "config/search.yaml"]
 
@@ -51,12 +51,7 @@ def test_resumed_search_is_bit_identical_to_an_uninterrupted_one(tmp_path, tiny_
     assert _search(tmp_path / "straight", tiny_search_overrides) == 0
 
     original = RunDir.end_epoch
-
-    def end_then_die(self, epoch, record, payload):
-        original(self, epoch, record, payload)
-        raise KeyboardInterrupt  # killed right after the first checkpoint
-
-    monkeypatch.setattr(RunDir, "end_epoch", end_then_die)
+    die_after_first_checkpoint(monkeypatch)
     assert _search(tmp_path / "resumed", tiny_search_overrides) == 130
     assert not (tmp_path / "resumed" / "metrics.json").exists()
     monkeypatch.setattr(RunDir, "end_epoch", original)
