@@ -76,7 +76,7 @@ class SearchResult:
 def _identity(cfg: dict, seed: int) -> dict:
     """Settings a resume must match; runtime knobs (device, workers, progress) may change."""
     keep = {k: v for k, v in cfg.items() if k not in ("runtime",)}
-    keep["data"] = {k: v for k, v in cfg["data"].items() if k not in ("workers", "pipeline")}
+    keep["data"] = {k: v for k, v in cfg["data"].items() if k not in ("workers", "pipeline", "eval_batch_size")}
     return {"stage": "search", "config": keep, "seed": seed}
 
 

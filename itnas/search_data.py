@@ -83,12 +83,12 @@ def _data_loaders(cfg, spec, dataset, weights_half, arch_half, seed, device) -> 
 
     batch, workers = cfg["data"]["batch_size"], cfg["data"]["workers"]
 
-    def loader(indices, stream: int, shuffle: bool) -> DataLoader:
-        return make_loader(dataset, batch, shuffle, seed + stream, workers, device_type=device.type,
+    def loader(indices, stream: int, shuffle: bool, size: int = batch) -> DataLoader:
+        return make_loader(dataset, size, shuffle, seed + stream, workers, device_type=device.type,
                            indices=indices)
 
     return (loader(weights_half, 0, True), loader(arch_half, ARCH_STREAM, True),
-            loader(arch_half, ARCH_STREAM, False))
+            loader(arch_half, ARCH_STREAM, False, eval_batch_size(cfg)))
 
 
 def _device_loaders(cfg, spec, dataset, weights_half, arch_half, seed, device) -> tuple[Any, ...]:
@@ -101,14 +101,21 @@ def _device_loaders(cfg, spec, dataset, weights_half, arch_half, seed, device) -
     parent = np.asarray(dataset.indices if isinstance(dataset, KeyedSubset) else range(len(dataset)))
     batch = cfg["data"]["batch_size"]
 
-    def loader(indices, stream: int, shuffle: bool) -> DeviceLoader:
+    def loader(indices, stream: int, shuffle: bool, size: int = batch) -> DeviceLoader:
         # Crop and flip, no cutout (DARTS's search augmentation, as the DataLoader path has it);
         # training streams drop the partial batch, which the steps per epoch never reach anyway.
-        return DeviceLoader(data, batch, seed + stream, shuffle=shuffle, augment=True, cutout=0,
+        return DeviceLoader(data, size, seed + stream, shuffle=shuffle, augment=True, cutout=0,
                             drop_last=shuffle, indices=parent[np.asarray(indices, dtype=np.int64)])
 
     return (loader(weights_half, 0, True), loader(arch_half, ARCH_STREAM, True),
-            loader(arch_half, ARCH_STREAM, False))
+            loader(arch_half, ARCH_STREAM, False, eval_batch_size(cfg)))
+
+
+def eval_batch_size(cfg: dict) -> int:
+    """The validation pass's batch: `data.eval_batch_size`, else the training batch. In eval mode
+    every output depends on its own image only (BN uses running statistics, no Gumbel noise), so
+    a larger batch changes nothing but the number of (launch-bound, on a GPU) forward passes."""
+    return cfg["data"].get("eval_batch_size") or cfg["data"]["batch_size"]
 
 
 def raise_small(cfg: dict, a: int, b: int) -> None:

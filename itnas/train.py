@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 
 # Settings that only say how to run, not what is trained: a run may be resumed with other values
 # (at the price of bit-identity where they change the arithmetic, e.g. the micro-batch size).
-RUNTIME_KEYS = frozenset({"data_root", "device", "workers", "compile", "max_batch_per_process",
+RUNTIME_KEYS = frozenset({"data_root", "device", "workers", "compile", "max_batch_per_process", "eval_batch_size",
                           "deterministic", "eval_every", "selection"})
 
 
@@ -317,7 +317,8 @@ class Trainer:
             self.batches = LoaderBatches(data, self.plan, seed, ctx.rank, cfg["workers"], device)
         # Evaluation order is fixed: each process takes every world_size-th image.
         shard = list(range(ctx.rank, len(data.evaluation), ctx.world_size))
-        size = self.plan.micro_batch
+        # Eval-mode outputs are per image, so the test pass may take larger (fewer) batches.
+        size = cfg["eval_batch_size"] or self.plan.micro_batch
         self.eval_loader = _loader(data.evaluation, [shard[i:i + size] for i in range(0, len(shard), size)],
                                    cfg["workers"], device, seed)
 

@@ -197,3 +197,23 @@ def test_search_on_the_device_pipeline_resumes_bit_identically(tmp_path, tiny_se
     assert epochs == [1, 1]
 
     assert_same_search(tmp_path / "straight", tmp_path / "resumed")
+
+
+@pytest.mark.parametrize("pipeline", ["loader", "device"])
+def test_the_validation_pass_takes_its_own_batch_and_the_same_numbers(tiny_search_overrides, pipeline):
+    from itnas.search import Searcher
+
+    results = {}
+    for size in (3, 16):
+        cfg = _cfg(tiny_search_overrides, f"data.pipeline={pipeline}", f"data.eval_batch_size={size}",
+                   "model.layers=3")
+        batches = search_batches(cfg, SEED, CPU)
+        sizes = [len(y) for _, y in batches.validation()]
+        assert sizes == ([3] * 5 + [1] if size == 3 else [16]) and batches.steps_per_epoch == 2
+        if pipeline == "loader":  # the same augmented images: eval-mode outputs are per image
+            torch.manual_seed(0)
+            searcher = Searcher(cfg, batches.spec.num_classes, batches.spec.channels, CPU)
+            results[size] = searcher.evaluate(batches.validation())
+    if pipeline == "loader":
+        (loss_a, acc_a), (loss_b, acc_b) = results[3], results[16]
+        assert loss_a == pytest.approx(loss_b, rel=1e-5) and acc_a == acc_b

@@ -165,3 +165,25 @@ def test_rerun_with_other_settings_in_the_same_folder_is_refused(tmp_path, tiny_
 def test_training_set_smaller_than_one_global_batch_is_a_user_error(tmp_path, tiny_cfg):
     with pytest.raises(UserError, match="fewer than one global batch"):
         train(tiny_cfg, DARTS_V2, "DARTS_V2", tensor_data(n_train=4), tmp_path, seed=0)
+
+
+def test_the_test_pass_takes_its_own_batch_and_gives_the_same_numbers(tmp_path, monkeypatch):
+    import itnas.train as train_module
+
+    data = tensor_data(n_train=16, n_eval=8)
+    batch_sizes = []
+    make_loader = train_module._loader
+
+    def recording(dataset, batch_sampler, *args):
+        batch_sizes.append([len(b) for b in batch_sampler])
+        return make_loader(dataset, batch_sampler, *args)
+
+    monkeypatch.setattr(train_module, "_loader", recording)
+    runs = {size: train(tiny_config(f"eval_batch_size={size}" if size else "eval_batch_size=null"),
+                        DARTS_V2, "DARTS_V2", data, tmp_path / str(size), seed=3)
+            for size in (3, None)}
+    assert [3, 3, 2] in batch_sizes and [8] in batch_sizes
+    a, b = load_weights(tmp_path / "3" / "model.pt"), load_weights(tmp_path / "None" / "model.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)  # the test pass never touches the training
+    assert runs[3]["test_loss"] == pytest.approx(runs[None]["test_loss"], rel=1e-5)
+    assert runs[3]["test_top1_err"] == runs[None]["test_top1_err"]
