@@ -218,7 +218,8 @@ class SupernetBench:
     def __init__(self, variant: str = "darts", layers: int = 8, init_channels: int = 16,
                  batch_size: int = 64, image_size: int = 32, device: str = "cpu",
                  amp: bool | str = "auto", channels_last: bool | str = "auto", compile: bool | str = False,
-                 num_classes: int = 10, in_channels: int = 3, seed: int = 0, data: str = "synthetic"):
+                 num_classes: int = 10, in_channels: int = 3, seed: int = 0, data: str = "synthetic",
+                 eval_batch_size: int = 256):
         from itnas.search import Searcher
 
         self.device = dev.resolve_device(device)
@@ -231,6 +232,9 @@ class SupernetBench:
         self.variant, self.batch_size, self.image_size, self.data = variant, batch_size, image_size, data
         self._last: tuple[torch.Tensor, torch.Tensor] | None = None
         g = torch.Generator().manual_seed(seed)
+        self.eval_batch_size = eval_batch_size
+        self._eval = [self.searcher._prepare(*synthetic_batch(eval_batch_size, in_channels, image_size, num_classes,
+                                                              self.device, g))] if eval_batch_size else []
         if data == "device":
             source = DeviceBatches(batch_size, in_channels, image_size, num_classes, self.device, seed, 0)
             self._next = source
@@ -267,6 +271,10 @@ class SupernetBench:
         x_tr, y_tr = self._last if self._last is not None else (x_val, y_val)
         return x_val, y_val, x_tr, y_tr
 
+    def eval_step(self) -> None:
+        """One batch of the per-epoch validation pass (`Searcher.evaluate`, eval mode, no grad)."""
+        self.searcher.evaluate(self._eval)
+
     def dispatches(self) -> dict[str, int]:
         """Aten ops of one weight step and of one architecture step, batches drawn beforehand
         (so `--data device`'s augmentation is not counted)."""
@@ -283,7 +291,7 @@ class SupernetBench:
                 "init_channels": self.cfg["model"]["init_channels"], "batch_size": self.batch_size,
                 "image_size": self.image_size, "device": dev.describe(self.device), "amp": s.amp,
                 "channels_last": s.channels_last, "compile": s.compile_mode or False,
-                "data": self.data,
+                "data": self.data, "eval_batch_size": self.eval_batch_size,
                 "weights": sum(p.numel() for p in s.net.parameters()),
                 "arch_params": sum(p.numel() for p in s.policy.parameters())}
 
@@ -310,9 +318,22 @@ def bench_supernet(steps: int = 10, warmup: int = 2, **kwargs: Any) -> dict[str,
     result["images_per_s"] = bench.batch_size / result["step_s_median"]
     result["search_step_s_median"] = statistics.median(a + w for a, w in zip(arch.wall, weight.wall))
     result.update(_memory(device))
+    result.update(_eval_timing(bench, steps))
     # Counted after the timed steps and the memory figure, so neither sees the counting.
     result.update(bench.dispatches())
     return result
+
+
+def _eval_timing(bench: Any, steps: int) -> dict[str, float]:
+    """`eval_step_s_median`: one evaluation batch (of `bench.eval_batch_size`; none if 0), after
+    one untimed pass, which also compiles the eval-mode graph where compiling is on."""
+    if not bench.eval_batch_size:
+        return {}
+    bench.eval_step()
+    t = Timings()
+    for _ in range(max(3, steps // 3)):
+        t.add(timed(bench.eval_step, bench.device))
+    return t.summary("eval_step")
 
 
 def _memory(device: torch.device) -> dict[str, Any]:
@@ -335,7 +356,8 @@ class TrainBench:
                  device: str = "cpu", amp: bool | str = "auto", channels_last: bool | str = "auto",
                  compile: bool | str = False, num_classes: int = 10, in_channels: int = 3,
                  auxiliary: bool = True, auxiliary_weight: float = 0.4, drop_path: float = 0.2,
-                 grad_clip: float = 5.0, seed: int = 0, data: str = "synthetic", cutout: int = 16):
+                 grad_clip: float = 5.0, seed: int = 0, data: str = "synthetic", cutout: int = 16,
+                 eval_batch_size: int = 384):
         from itnas.formats import resolve_genotype
         from itnas.networks import PROTOCOL_DEFAULTS, build_network
 
@@ -361,6 +383,9 @@ class TrainBench:
         self.auxiliary_weight, self.grad_clip = auxiliary_weight, grad_clip
         self.batch_size, self.data = batch_size, data
         g = torch.Generator().manual_seed(seed)
+        self.eval_batch_size = eval_batch_size
+        self._eval = self._prepare(*synthetic_batch(eval_batch_size, in_channels, self.image_size, num_classes,
+                                                    self.device, g)) if eval_batch_size else None
         if data == "device":
             self._source = DeviceBatches(batch_size, in_channels, self.image_size, num_classes,
                                          self.device, seed, cutout)
@@ -399,6 +424,17 @@ class TrainBench:
         self.optimizer.step()
         return float(loss.detach())
 
+    @torch.no_grad()
+    def eval_step(self) -> float:
+        """One batch of the test pass, as `Trainer.evaluate` runs it (eval mode, no grad)."""
+        if self.cuda_graphs:
+            dev.cuda_graph_step_begin()
+        self.net.eval()
+        with dev.autocast(self.device, self.amp):
+            logits, _ = self.net(self._eval[0])
+        self.net.train()
+        return float(logits.float().argmax(1).eq(self._eval[1]).sum())
+
     def settings(self) -> dict[str, Any]:
         from itnas.networks import count_params
 
@@ -407,7 +443,7 @@ class TrainBench:
                 "batch_size": self.batch_size, "image_size": self.image_size,
                 "device": dev.describe(self.device), "amp": self.amp,
                 "channels_last": self.channels_last, "compile": self.compile_mode or False, "data": self.data,
-                "params": count_params(self.model)}
+                "eval_batch_size": self.eval_batch_size, "params": count_params(self.model)}
 
 
 def bench_train(steps: int = 10, warmup: int = 2, **kwargs: Any) -> dict[str, Any]:
@@ -426,6 +462,7 @@ def bench_train(steps: int = 10, warmup: int = 2, **kwargs: Any) -> dict[str, An
     result.update(t.summary("step"))
     result["images_per_s"] = bench.batch_size / result["step_s_median"]
     result.update(_memory(device))
+    result.update(_eval_timing(bench, steps))
     batch = bench._batch()
     result["dispatches_per_step"] = count_dispatches(lambda: bench.train_step(*batch))
     return result

@@ -74,6 +74,9 @@ def _common(p: argparse.ArgumentParser, batch: int | None) -> None:
     p.add_argument("--threads", type=int, metavar="T", help="torch CPU threads (default: torch's)")
     p.add_argument("--data", choices=("synthetic", "device"), default="synthetic",
                    help="fixed random batches, or the GPU-resident augmenting pipeline")
+    p.add_argument("--eval-batch-size", type=int, default=None, metavar="E",
+                   help="also time one evaluation batch of E images (eval mode, no grad); 0 = skip. "
+                        "Default: the shipped configs' 256 (supernet) and 384 (train)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print one JSON line")
 
@@ -117,8 +120,15 @@ def _check(args: argparse.Namespace) -> None:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1")
     if args.warmup < 0:
         raise UserError("--warmup must not be negative")
+    if args.eval_batch_size is not None and args.eval_batch_size < 0:
+        raise UserError(f"--eval-batch-size {args.eval_batch_size}: expected 0 (skip) or more")
     if args.layers is not None and args.layers < 3:
         raise UserError(f"--layers {args.layers}: at least 3 (two reductions and a normal cell)")
+
+
+def _eval_batch(args: argparse.Namespace) -> dict:
+    """The `--eval-batch-size` keyword, if given (else the bench's own default)."""
+    return {} if args.eval_batch_size is None else {"eval_batch_size": args.eval_batch_size}
 
 
 def _print(result: dict, as_json: bool) -> None:
@@ -129,6 +139,8 @@ def _print(result: dict, as_json: bool) -> None:
             f"({result['images_per_s']:.1f} images/s, CPU {result['step_cpu_s_median'] * 1e3:.1f} ms)")
     if result.get("arch_step_s_median") is not None:
         line += f", arch step {result['arch_step_s_median'] * 1e3:.1f} ms"
+    if result.get("eval_step_s_median") is not None:
+        line += f", eval batch of {result['eval_batch_size']} {result['eval_step_s_median'] * 1e3:.1f} ms"
     line += f", peak memory {result['peak_memory_bytes'] / 2**20:.0f} MiB ({result['peak_memory_kind']})"
     print(line, flush=True)
 
@@ -142,7 +154,8 @@ def run_supernet(args: argparse.Namespace) -> int:
         steps=args.steps, warmup=args.warmup, variant=args.variant, layers=args.layers,
         init_channels=args.init_channels, batch_size=args.batch_size, image_size=args.image_size,
         device=args.device, amp=args.amp, channels_last=args.channels_last, compile=args.compile,
-        num_classes=args.num_classes, seed=args.seed, data=args.data)
+        num_classes=args.num_classes, seed=args.seed, data=args.data,
+        **_eval_batch(args))
     _print(result, args.json)
     return 0
 
@@ -158,7 +171,7 @@ def run_train(args: argparse.Namespace) -> int:
         image_size=args.image_size, device=args.device, amp=args.amp,
         channels_last=args.channels_last, compile=args.compile, num_classes=args.num_classes,
         auxiliary=args.auxiliary, drop_path=args.drop_path, seed=args.seed, data=args.data,
-        cutout=args.cutout)
+        cutout=args.cutout, **_eval_batch(args))
     _print(result, args.json)
     return 0
 

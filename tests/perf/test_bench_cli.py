@@ -27,8 +27,9 @@ def test_bench_supernet_prints_the_step_figures(capsys, variant):
     out = _json(capsys)
     for key in ("step_s_median", "images_per_s", "arch_step_s_median", "search_step_s_median",
                 "peak_memory_bytes", "step_cpu_s_median", "dispatches_per_step", "arch_dispatches_per_step",
-                "warmup_s"):
+                "warmup_s", "eval_step_s_median"):
         assert out[key] > 0, key
+    assert out["eval_batch_size"] == 256  # the shipped search config's validation batch
     assert isinstance(out["dispatches_per_step"], int) and isinstance(out["arch_dispatches_per_step"], int)
     assert out["variant"] == variant and out["layers"] == 3 and out["batch_size"] == 2
     # auto on the CPU: channels-last (measured faster there), no bf16
@@ -37,17 +38,20 @@ def test_bench_supernet_prints_the_step_figures(capsys, variant):
 
 
 def test_bench_supernet_runs_on_the_device_pipeline(capsys):
-    assert main(["bench", "supernet", "--data", "device", "--channels-last", "true", *TINY_SUPERNET]) == 0
+    assert main(["bench", "supernet", "--data", "device", "--channels-last", "true", "--eval-batch-size", "0",
+                 *TINY_SUPERNET]) == 0
     out = _json(capsys)
     assert out["data"] == "device" and out["channels_last"] is True
+    assert out["eval_batch_size"] == 0 and "eval_step_s_median" not in out  # 0 skips the eval timing
 
 
 def test_bench_train_prints_the_step_figures(capsys):
     assert main(["bench", "train", "--genotype", "DARTS_V2", "--layers", "3", "--init-channels", "4",
                  "--batch-size", "2", "--steps", "2", "--warmup", "1", "--device", "cpu",
-                 "--threads", "1", "--json"]) == 0
+                 "--threads", "1", "--eval-batch-size", "8", "--json"]) == 0
     out = _json(capsys)
     assert out["bench"] == "train" and out["genotype"] == "DARTS_V2" and out["params"] > 0
+    assert out["eval_batch_size"] == 8 and out["eval_step_s_median"] > 0
     assert out["step_s_median"] > 0 and out["images_per_s"] > 0 and out["peak_memory_bytes"] > 0
     assert isinstance(out["dispatches_per_step"], int) and out["dispatches_per_step"] > 100
     assert "arch_dispatches_per_step" not in out and out["compile"] is False
@@ -111,3 +115,6 @@ def test_count_dispatches_sees_the_backward_and_the_optimizer():
 def test_bench_refuses_nonsense_sizes(capsys):
     assert main(["bench", "supernet", "--steps", "0", "--device", "cpu"]) == 2
     assert "--steps must be at least 1" in capsys.readouterr().err
+    assert main(["bench", "train", "--eval-batch-size", "-1", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--eval-batch-size -1" in err

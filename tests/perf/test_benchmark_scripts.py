@@ -62,3 +62,31 @@ def test_profile_prints_the_top_ops():
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "one step:" in proc.stdout and "convolution" in proc.stdout
+
+
+def test_gpu_summary_extrapolates_from_the_measured_steps_and_eval_batches(tmp_path):
+    base = {"images_per_s": 1.0, "peak_memory_bytes": 2**30, "warmup": 1, "warmup_s": 0.0,
+            "step_cpu_s_median": 0.1, "dispatches_per_step": 10}
+    runs = {
+        "supernet_plain": {**base, "bench": "supernet", "step_s_median": 0.4, "arch_step_s_median": 0.4,
+                           "arch_step_cpu_s_median": 0.1, "eval_step_s_median": 0.1, "eval_batch_size": 256},
+        # No timed eval batch: the validation pass falls back to a third of a weight step per batch of 64.
+        "supernet_amp": {**base, "bench": "supernet", "step_s_median": 0.4, "arch_step_s_median": 0.4,
+                         "arch_step_cpu_s_median": 0.1},
+        "train_plain": {**base, "bench": "train", "step_s_median": 0.1, "eval_step_s_median": 0.05,
+                        "eval_batch_size": 384},
+    }
+    for name, r in runs.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps(r) + "\n")
+    (tmp_path / "gpu_tests.log").write_text("tests/perf/test_x.py::test_a PASSED\ntests/perf/test_x.py::test_b\n")
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_summary.py"), str(tmp_path)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    hours = {name: v["extrapolation"]["gpu_hours_with_val"] for name, v in summary["runs"].items()}
+    # 50 x (391 x 0.8 s + 98 x 0.1 s); 50 x (391 x 0.8 + 391 x 0.4 / 3); 600 x (521 x 0.1 + 27 x 0.05)
+    assert hours["supernet_plain"] == pytest.approx(50 * (391 * 0.8 + 98 * 0.1) / 3600)
+    assert hours["supernet_amp"] == pytest.approx(50 * (391 * 0.8 + 391 * 0.4 / 3) / 3600)
+    assert hours["train_plain"] == pytest.approx(600 * (521 * 0.1 + 27 * 0.05) / 3600)
+    assert summary["tests"] == {"test_a": "PASSED", "test_b": "no result"}
+    assert "NOT met" in proc.stdout
