@@ -10,17 +10,19 @@
 #
 # Parts, in order of value; each has its own time limit, and a part that no longer fits in what
 # is left of BUDGET seconds (default 540) is skipped, so the most valuable ones always run:
-#   1. the `gpu`-marked equality tests, verbose (each test's name is logged before it runs) and
-#      unbuffered, each test under its own timeout: first the CUDA-graph ones (they gate part 3),
-#      then the others; -x in each group, so a failure stops its group but not the other
-#   2. plain (fp32, NCHW, eager) supernet and training steps: the baseline
-#   3. the same compiled with mode reduce-overhead (CUDA graphs): the remedy for launch-bound steps
+#   1. plain (fp32, NCHW, eager) supernet and training steps: the baseline
+#   2. the same compiled with mode reduce-overhead (CUDA graphs): the remedy for launch-bound
+#      steps, and the measurement the GPU goals rest on (compiling takes minutes: it comes
+#      before the tests so that a slow compile cannot leave the session without it)
+#   3. the `gpu`-marked CUDA-graph equality tests, verbose (each test's name is logged before it
+#      runs) and unbuffered, each under its own timeout, -x: is what part 2 timed correct?
 #   4. bf16 autocast alone and channels-last alone (eager), so each is attributed by itself
-#   5. the same as 3 with mode default (Inductor without CUDA graphs)
+#   5. the other `gpu`-marked equality tests (same options)
+#   6. the same as 2 with mode default (Inductor without CUDA graphs)
 # Results: one JSON line per run in $OUT/<run>.json (stderr in <run>.log), the test log in
 # $OUT/gpu_tests.log, $OUT/summary.txt and $OUT/summary.json. OUT defaults to ./gpu-out.
-# Knobs: BUDGET, OUT, PYTHON, STEPS, TRAIN_STEPS, COMPILE (0: skip parts 3 and 5), TESTS (0: skip
-# part 1), TEST_TIMEOUT (seconds per test). Needs only python3 with torch and numpy; pytest (and
+# Knobs: BUDGET, OUT, PYTHON, STEPS, TRAIN_STEPS, COMPILE (0: skip parts 2 and 6), TESTS (0: skip
+# parts 3 and 5), TEST_TIMEOUT (seconds per test). Needs only python3 with torch and numpy; pytest (and
 # pytest-timeout) are used where installed, else benchmarks/run_gpu_tests.py.
 set -u
 
@@ -125,23 +127,20 @@ tests() {
 
 BENCH=("$PY" -m itnas.bench_cli)
 : >"$OUT/gpu_tests.log"
-# 1. Correctness first: what the compiled runs below measure must compute what eager does.
-if [ "$TESTS" = 1 ]; then
-    tests cuda-graphs "reduce_overhead" 240
-    tests others "not reduce_overhead" 150
-fi
-# 2. The baseline: plain eager steps (ITNAS variant: what the paper's search runs).
+# 1. The baseline: plain eager steps (ITNAS variant: what the paper's search runs).
 run supernet_plain 120 "${BENCH[@]}" supernet --variant itnas $SUPERNET --steps "$STEPS" --warmup $WARMUP \
     --device "$DEVICE" $PLAIN $EXTRA --json
 run train_plain 90 "${BENCH[@]}" train --genotype DARTS_V2 $TRAIN --steps "$TRAIN_STEPS" --warmup $WARMUP \
     --device "$DEVICE" $PLAIN $EXTRA --json
-# 3. torch.compile with CUDA graphs over the plain settings (compiling happens in the warm-up).
+# 2. torch.compile with CUDA graphs over the plain settings (compiling happens in the warm-up).
 if [ "$COMPILE" = 1 ]; then
     run supernet_compile_reduce_overhead 300 "${BENCH[@]}" supernet --variant itnas $SUPERNET --steps "$STEPS" \
         --warmup $COMPILE_WARMUP --device "$DEVICE" $PLAIN --compile reduce-overhead $EXTRA --json
     run train_compile_reduce_overhead 240 "${BENCH[@]}" train --genotype DARTS_V2 $TRAIN --steps "$TRAIN_STEPS" \
         --warmup $COMPILE_WARMUP --device "$DEVICE" $PLAIN --compile reduce-overhead $EXTRA --json
 fi
+# 3. Is what part 2 timed correct? The CUDA-graph steps against eager ones.
+[ "$TESTS" = 1 ] && tests cuda-graphs "reduce_overhead" 180
 # 4. Each eager fast path alone (last time only their combination was measured: slower).
 run supernet_amp 120 "${BENCH[@]}" supernet --variant itnas $SUPERNET --steps "$STEPS" --warmup $WARMUP \
     --device "$DEVICE" --amp true --channels-last false $EXTRA --json
@@ -151,7 +150,9 @@ run train_amp 90 "${BENCH[@]}" train --genotype DARTS_V2 $TRAIN --steps "$TRAIN_
     --device "$DEVICE" --amp true --channels-last false $EXTRA --json
 run train_channels_last 90 "${BENCH[@]}" train --genotype DARTS_V2 $TRAIN --steps "$TRAIN_STEPS" --warmup $WARMUP \
     --device "$DEVICE" --amp false --channels-last true $EXTRA --json
-# 5. Inductor without CUDA graphs: how much of part 3 the graphs themselves give.
+# 5. The other equality tests (last time one failed, unnamed: the second in file order).
+[ "$TESTS" = 1 ] && tests others "not reduce_overhead" 120
+# 6. Inductor without CUDA graphs: how much of part 2 the graphs themselves give.
 if [ "$COMPILE" = 1 ]; then
     run supernet_compile_default 300 "${BENCH[@]}" supernet --variant itnas $SUPERNET --steps "$STEPS" \
         --warmup 3 --device "$DEVICE" $PLAIN --compile $EXTRA --json
