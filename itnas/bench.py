@@ -219,7 +219,7 @@ class SupernetBench:
                  batch_size: int = 64, image_size: int = 32, device: str = "cpu",
                  amp: bool | str = "auto", channels_last: bool | str = "auto", compile: bool | str = False,
                  num_classes: int = 10, in_channels: int = 3, seed: int = 0, data: str = "synthetic",
-                 eval_batch_size: int = 256):
+                 eval_batch_size: int = 250):
         from itnas.search import Searcher
 
         self.device = dev.resolve_device(device)
@@ -357,7 +357,7 @@ class TrainBench:
                  compile: bool | str = False, num_classes: int = 10, in_channels: int = 3,
                  auxiliary: bool = True, auxiliary_weight: float = 0.4, drop_path: float = 0.2,
                  grad_clip: float = 5.0, seed: int = 0, data: str = "synthetic", cutout: int = 16,
-                 eval_batch_size: int = 384):
+                 eval_batch_size: int = 400):
         from itnas.formats import resolve_genotype
         from itnas.networks import PROTOCOL_DEFAULTS, build_network
 

@@ -76,7 +76,7 @@ def _common(p: argparse.ArgumentParser, batch: int | None) -> None:
                    help="fixed random batches, or the GPU-resident augmenting pipeline")
     p.add_argument("--eval-batch-size", type=int, default=None, metavar="E",
                    help="also time one evaluation batch of E images (eval mode, no grad); 0 = skip. "
-                        "Default: the shipped configs' 256 (supernet) and 384 (train)")
+                        "Default: the shipped configs' 250 (supernet) and 400 (train)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print one JSON line")
 
