@@ -18,6 +18,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from itnas.atomic import publish_folder
 from itnas.errors import DataError
 
 
@@ -145,14 +146,7 @@ def safe_extract(archive: str | os.PathLike, dest: str | os.PathLike,
             # Unreadable, truncated or unwritable: say which archive and why, in one line.
             raise DataError(f"cannot extract {archive} ({exc.__class__.__name__}: {exc})") \
                 from None
-        if dest.exists():
-            old = dest.with_name(f".{dest.name}.replaced")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(dest, old)
-            os.replace(tmp, dest)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, dest)
+        publish_folder(tmp, dest)
     except BaseException:
         with contextlib.suppress(OSError):
             shutil.rmtree(tmp)

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from itnas.atomic import write_json
+from itnas.atomic import publish_folder, write_json
 from itnas.data.archive import safe_extract
 from itnas.data.registry import DatasetSpec, get_spec
 from itnas.errors import DataError, UserError
@@ -194,19 +194,6 @@ def _usual_mode(path: Path, mode: int) -> None:
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(path, mode & ~umask)
-
-
-def publish_folder(stage: Path, final: Path) -> Path:
-    """Move a complete staging folder to its final name, replacing an old one."""
-    if final.exists():
-        old = final.with_name(f".{final.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(final, old)
-        os.replace(stage, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(stage, final)
-    return final
 
 
 def _folder_digest(folder: Path, quick: bool) -> dict:

@@ -24,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from itnas.data.fetch import publish_folder, staging_folder, write_manifest
+from itnas.atomic import publish_folder
+from itnas.data.fetch import staging_folder, write_manifest
 from itnas.data.registry import DatasetSpec, get_spec
 from itnas.errors import UserError
 
