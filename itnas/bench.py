@@ -300,14 +300,7 @@ def bench_supernet(steps: int = 10, warmup: int = 2, **kwargs: Any) -> dict[str,
     """One search step after another (arch step, then weight step, as `run_search` does)."""
     bench = SupernetBench(**kwargs)
     device = bench.device
-    # The warm-up also compiles (torch.compile) and records CUDA graphs: its time is that cost.
-    warm = time.perf_counter()
-    for _ in range(warmup):
-        bench.arch_step()
-        bench.weight_step()
-    synchronize(device)
-    warm = time.perf_counter() - warm
-    dev.reset_peak_memory(device)
+    warm = _warm_up(lambda: (bench.arch_step(), bench.weight_step()), warmup, device)
     weight, arch = Timings(), Timings()
     for _ in range(steps):
         arch.add(timed(bench.arch_step, device))
@@ -322,6 +315,17 @@ def bench_supernet(steps: int = 10, warmup: int = 2, **kwargs: Any) -> dict[str,
     # Counted after the timed steps and the memory figure, so neither sees the counting.
     result.update(bench.dispatches())
     return result
+
+
+def _warm_up(step: Callable[[], Any], n: int, device: torch.device) -> float:
+    """Run `n` untimed steps and return their wall seconds (compiling and recording CUDA graphs
+    happen here, so this is that cost); the peak-memory figure starts after them."""
+    start = time.perf_counter()
+    for _ in range(n):
+        step()
+    synchronize(device)
+    dev.reset_peak_memory(device)
+    return time.perf_counter() - start
 
 
 def _eval_timing(bench: Any, steps: int) -> dict[str, float]:
@@ -449,12 +453,7 @@ class TrainBench:
 def bench_train(steps: int = 10, warmup: int = 2, **kwargs: Any) -> dict[str, Any]:
     bench = TrainBench(**kwargs)
     device = bench.device
-    warm = time.perf_counter()
-    for _ in range(warmup):
-        bench.step()
-    synchronize(device)
-    warm = time.perf_counter() - warm
-    dev.reset_peak_memory(device)
+    warm = _warm_up(bench.step, warmup, device)
     t = Timings()
     for _ in range(steps):
         t.add(timed(bench.step, device))
