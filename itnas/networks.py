@@ -35,6 +35,7 @@ class EvalCell(nn.Module):
         # Dropping an identity edge would remove the cell's residual path, which DARTS (and
         # everyone since) keeps intact; these are the edges drop-path may zero.
         self.droppable = [k for k, op in enumerate(self.ops) if not isinstance(op, Identity)]
+        self._mask_of = {k: i for i, k in enumerate(self.droppable)}  # edge -> its row of `masks`
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, drop_prob: float | torch.Tensor = 0.0,
                 generator: torch.Generator | None = None, masks: torch.Tensor | None = None) -> torch.Tensor:
@@ -43,14 +44,13 @@ class EvalCell(nn.Module):
         states = [self.preprocess0(s0), self.preprocess1(s1)]
         if self.training and masks is None and isinstance(drop_prob, torch.Tensor):
             masks = drop_masks(len(self.droppable), s0.size(0), drop_prob, s0.dtype, s0.device, generator)
-        mask_of = {k: i for i, k in enumerate(self.droppable)}
         for node in range(len(self.ops) // 2):
             total = 0
             for k in (2 * node, 2 * node + 1):
                 h = self.ops[k](states[self.inputs[k]])
-                if self.training and k in mask_of:
+                if self.training and k in self._mask_of:
                     if masks is not None:
-                        h = h * masks[mask_of[k]].to(h.dtype)
+                        h = h * masks[self._mask_of[k]].to(h.dtype)
                     elif drop_prob > 0:
                         h = drop_path(h, drop_prob, generator)
                 total = total + h

@@ -115,7 +115,7 @@ def eval_batch_size(cfg: dict) -> int:
     """The validation pass's batch: `data.eval_batch_size`, else the training batch. In eval mode
     every output depends on its own image only (BN uses running statistics, no Gumbel noise), so
     a larger batch changes nothing but the number of (launch-bound, on a GPU) forward passes."""
-    return cfg["data"].get("eval_batch_size") or cfg["data"]["batch_size"]
+    return cfg["data"]["eval_batch_size"] or cfg["data"]["batch_size"]
 
 
 def raise_small(cfg: dict, a: int, b: int) -> None:
