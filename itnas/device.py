@@ -129,9 +129,10 @@ def cuda_graph_step_begin() -> None:
     A replay writes its outputs (gradients included) into the same pool memory as the previous
     generation's, so nothing from an earlier step may be read afterwards: losses and logits are
     reduced to floats or fresh tensors within their step, and no backward may accumulate into
-    an earlier step's gradients (set them to None first). Once a process has called this, CUDA-graph trees start generations
-    only here; without it they start one at every call with no backward pending, which would
-    invalidate a first micro-batch's gradients before the second is accumulated into them.
+    an earlier step's gradients (set them to None first). Once a process has called this,
+    CUDA-graph trees start generations only here; without it they start one at every call with
+    no backward pending, which would invalidate a first micro-batch's gradients before the
+    second is accumulated into them.
     """
     torch.compiler.cudagraph_mark_step_begin()
 
