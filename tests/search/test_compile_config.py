@@ -33,7 +33,7 @@ from tests.perf.conftest import assert_rel_close
 from tests.train.tiny import tensor_data, tiny_config
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")  # a device object needs no GPU
-MODES = ["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
+MODES = ["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs", "cudagraphs"]
 DARTS_V2 = lookup("DARTS_V2")
 
 
@@ -116,7 +116,8 @@ def compile_calls(monkeypatch):
 
     def record(model, **kwargs):
         assert kwargs.get("dynamic") is False  # static shapes: see device.compile_module
-        calls.append(kwargs.get("mode"))
+        # An Inductor mode, or the 'cudagraphs' backend (which takes no mode).
+        calls.append(kwargs["mode"] if "mode" in kwargs else f"backend={kwargs['backend']}")
         return model
 
     monkeypatch.setattr(torch, "compile", record)
@@ -149,12 +150,13 @@ def _trainer(compile, *overrides: str, data=None) -> Trainer:
 
 
 @pytest.mark.parametrize("value, mode", [(True, "default"), ("reduce-overhead", "reduce-overhead"),
-                                         ("max-autotune-no-cudagraphs", "max-autotune-no-cudagraphs")])
+                                         ("max-autotune-no-cudagraphs", "max-autotune-no-cudagraphs"),
+                                         ("cudagraphs", "backend=cudagraphs")])
 def test_the_mode_reaches_torch_compile_in_search_and_training(compile_calls, value, mode):
     searcher = _searcher(value)
     trainer = _trainer(value)
     assert compile_calls == [mode, mode]
-    cuda_graphs = mode in ("reduce-overhead", "max-autotune")
+    cuda_graphs = mode in ("reduce-overhead", "max-autotune", "backend=cudagraphs")
     assert searcher.cuda_graphs is cuda_graphs and trainer.cuda_graphs is cuda_graphs
 
 
@@ -181,13 +183,14 @@ def _search_steps(searcher: Searcher, batches) -> list[float]:
     return losses
 
 
-@pytest.mark.parametrize("mode, per_step", [("reduce-overhead", 1), ("default", 0)])
+@pytest.mark.parametrize("mode, per_step", [("reduce-overhead", 1), ("cudagraphs", 1), ("default", 0)])
 def test_cuda_graph_modes_mark_every_search_step_and_evaluation_batch(compile_calls, marks, mode, per_step):
     _search_steps(_searcher(mode), _search_batches(5))
     assert marks[0] == per_step * (2 + 2 + 2)  # 2 arch steps, 2 weight steps, 2 evaluation batches
 
 
-@pytest.mark.parametrize("mode, per_step", [("reduce-overhead", 1), ("max-autotune-no-cudagraphs", 0)])
+@pytest.mark.parametrize("mode, per_step", [("reduce-overhead", 1), ("cudagraphs", 1),
+                                            ("max-autotune-no-cudagraphs", 0)])
 def test_cuda_graph_modes_mark_every_training_step_and_evaluation_batch(compile_calls, marks, mode, per_step):
     trainer = _trainer(mode, "max_batch_per_process=4")  # 2 micro-batches per step: still one mark
     assert trainer.plan.accumulation == 2
@@ -314,6 +317,25 @@ def test_a_compiled_training_step_equals_the_eager_one(aot_eager):
         assert eval_c["loss"] == pytest.approx(eval_e["loss"], rel=1e-5)
     for a, b in zip(compiled.model.parameters(), eager.model.parameters()):
         assert_rel_close(a, b, 1e-5)
+
+
+def test_the_cudagraphs_mode_compiles_with_torchs_backend_and_equals_eager_on_the_cpu():
+    """No stand-in: torch's 'cudagraphs' backend itself. On the CPU it records no CUDA graph
+    (it warns and runs the captured graphs through AOTAutograd eagerly), so its training step,
+    drop-path draws and evaluation equal the eager ones; on a GPU the `gpu`-marked tests of
+    tests/perf compare the replayed graphs."""
+    data = tensor_data(n_train=16, n_eval=6)
+    compiled, eager = _trainer("cudagraphs", data=data), _trainer(False, data=data)
+    assert compiled.cuda_graphs and compiled.net is not compiled.model
+    try:
+        for epoch in range(2):
+            (train_c, eval_c), (train_e, eval_e) = [(t.train_epoch(epoch), t.evaluate()) for t in (compiled, eager)]
+            assert train_c["loss"] == pytest.approx(train_e["loss"], rel=1e-5)
+            assert eval_c["loss"] == pytest.approx(eval_e["loss"], rel=1e-5)
+        for a, b in zip(compiled.model.parameters(), eager.model.parameters()):
+            assert_rel_close(a, b, 1e-5)
+    finally:
+        torch._dynamo.reset()
 
 
 @pytest.mark.slow
