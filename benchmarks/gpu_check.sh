@@ -1,29 +1,31 @@
 #!/usr/bin/env bash
-# The one prepared GPU run (issue 7): is the compiled, CUDA-graph step correct, and how fast are
-# the paper's search supernet (C=16, 8 cells, batch 64, 32 px) and the DARTS_V2 CIFAR network
-# (20 cells, C=36, batch 96) plain, compiled with CUDA graphs, with each eager fast path alone,
-# and compiled without CUDA graphs; then the extrapolation to a 50-epoch search and a
-# 600-epoch training in GPU-hours.
+# The one prepared GPU run (issue 7): how fast are the paper's search supernet (C=16, 8 cells,
+# batch 64, 32 px) and the DARTS_V2 CIFAR network (20 cells, C=36, batch 96), plain and with CUDA
+# graphs, are the graphed steps correct, and what do a 50-epoch search and a 600-epoch training
+# cost in GPU-hours.
 #
 #   bash benchmarks/gpu_check.sh                              # repository root, on the GPU machine
 #   DEVICE=cpu STEPS=2 bash benchmarks/gpu_check.sh           # the CPU dry run (toy sizes)
 #
-# Parts, in order of value; each has its own time limit, and a part that no longer fits in what
-# is left of BUDGET seconds (default 540) is skipped, so the most valuable ones always run:
-#   1. plain (fp32, NCHW, eager) supernet and training steps: the baseline
-#   2. the same compiled with mode reduce-overhead (CUDA graphs): the remedy for launch-bound
-#      steps, and the measurement the GPU goals rest on (compiling takes minutes: it comes
-#      before the tests so that a slow compile cannot leave the session without it)
-#   3. the `gpu`-marked CUDA-graph equality tests, verbose (each test's name is logged before it
-#      runs) and unbuffered, each under its own timeout, -x: is what part 2 timed correct?
-#   4. bf16 autocast alone and channels-last alone (eager), so each is attributed by itself
-#   5. the other `gpu`-marked equality tests (same options)
-#   6. the same as 2 with mode default (Inductor without CUDA graphs)
-# Results: one JSON line per run in $OUT/<run>.json (stderr in <run>.log), the test log in
+# Two phases within BUDGET seconds (default 540):
+#   1. alone, one after the other: the plain (fp32, NCHW, eager) supernet and training steps, the
+#      baseline. Eager steps are bound by the host CPU's launches, so nothing else runs meanwhile.
+#   2. at the same time, in the background, each under the time that is left:
+#      - compiled benches: `cudagraphs` (torch's backend: CUDA graphs of the captured graph, no
+#        Inductor, the quickest compile), the same with bf16 autocast and with channels-last,
+#        and `reduce-overhead` (Inductor's fused kernels in CUDA graphs, the longest compile);
+#        compiling is CPU work, so they compile side by side on the host's cores, and a shared
+#        --timing-lock lets only one of them time its steps at a time;
+#      - the `gpu`-marked tests in two processes: the CUDA-graph steps against eager ones
+#        (`steps_equal_eager`), then the others; verbose (each name is logged before it runs),
+#        unbuffered, each test under its own timeout.
+#      Inductor's compile workers are capped (COMPILE_THREADS, default 4 a process) so that the
+#      process timing its steps keeps a core.
+# Results: one JSON line per run in $OUT/<run>.json (stderr in <run>.log), the test logs in
 # $OUT/gpu_tests.log, $OUT/summary.txt and $OUT/summary.json. OUT defaults to ./gpu-out.
-# Knobs: BUDGET, OUT, PYTHON, STEPS, TRAIN_STEPS, COMPILE (0: skip parts 2 and 6), TESTS (0: skip
-# parts 3 and 5), TEST_TIMEOUT (seconds per test). Needs only python3 with torch and numpy; pytest (and
-# pytest-timeout) are used where installed, else benchmarks/run_gpu_tests.py.
+# Knobs: BUDGET, OUT, PYTHON, STEPS, TRAIN_STEPS, COMPILE (0: no compiled benches), TESTS (0: no
+# tests), TEST_TIMEOUT (seconds per test), COMPILE_THREADS. Needs only python3 with torch and
+# numpy; pytest (and pytest-timeout) are used where installed, else benchmarks/run_gpu_tests.py.
 set -u
 
 START=$SECONDS
@@ -33,7 +35,9 @@ OUT=${OUT:-./gpu-out}
 PY=${PYTHON:-python3}
 TESTS=${TESTS:-1}
 mkdir -p "$OUT"
-# A part killed by its time limit must still leave its log lines (last time a test log was cut).
+OUT=$(cd "$OUT" && pwd)
+LOCK="$OUT/timing.lock"
+# A part killed by its time limit must still leave its log lines.
 export PYTHONUNBUFFERED=1
 
 timeout 30 "$PY" -m pip install -q --no-deps --no-build-isolation -e . >/dev/null 2>&1 || true
@@ -50,16 +54,37 @@ else
     STEPS=${STEPS:-30}; WARMUP=5; TRAIN_STEPS=${TRAIN_STEPS:-100}; COMPILE=${COMPILE:-1}
     # CUDA-graph trees run a compiled function eagerly once, record it on the second call and
     # replay it from the third; the first call also compiles.
-    COMPILE_WARMUP=5; TEST_TIMEOUT=${TEST_TIMEOUT:-200}
+    COMPILE_WARMUP=5; TEST_TIMEOUT=${TEST_TIMEOUT:-240}
     SUPERNET="--layers 8 --init-channels 16 --batch-size 64 --image-size 32"
     TRAIN="--layers 20 --init-channels 36 --batch-size 96"
     EXTRA=""
 fi
 PLAIN="--amp false --channels-last false"
+BENCH=("$PY" -m itnas.bench_cli)
 
 left() { echo $(( BUDGET - (SECONDS - START) )); }
 
-# run NAME LIMIT_S COMMAND...: stdout to $OUT/NAME.json, stderr to $OUT/NAME.log
+# report NAME: one line from $OUT/NAME.json, or the end of its log
+report() {
+    local name=$1
+    if grep -q '^{' "$OUT/$name.json" 2>/dev/null; then
+        "$PY" - "$OUT/$name.json" <<'EOF'
+import json, sys
+r = json.loads([l for l in open(sys.argv[1]) if l.startswith("{")][-1])
+arch = f", arch {1e3 * r['arch_step_s_median']:.1f} ms" if r.get("arch_step_s_median") else ""
+wait = f", waited {r['lock_wait_s']:.0f} s to time" if "lock_wait_s" in r else ""
+print(f"   {sys.argv[1].rsplit('/', 1)[-1][:-5]}: {1e3 * r['step_s_median']:.1f} ms/step{arch}, "
+      f"{r['images_per_s']:.0f} images/s, peak {r['peak_memory_bytes'] / 2**30:.2f} GiB "
+      f"({r['peak_memory_kind']}), {r.get('dispatches_per_step')} aten ops/step, "
+      f"warm-up {r.get('warmup_s', 0):.0f} s{wait}")
+EOF
+    else
+        echo "   $name: no result; last lines of $OUT/$name.log:"
+        tail -n 5 "$OUT/$name.log" 2>/dev/null | sed 's/^/   | /'
+    fi
+}
+
+# run NAME LIMIT_S COMMAND...: in the foreground; stdout to $OUT/NAME.json, stderr to $OUT/NAME.log
 run() {
     local name=$1 limit=$2 rest
     shift 2
@@ -72,51 +97,44 @@ run() {
     echo "== $name (at most ${limit} s; $(( SECONDS - START )) s elapsed)"
     timeout -k 10 "$limit" "$@" >"$OUT/$name.json" 2>"$OUT/$name.log"
     local rc=$?
-    if [ $rc -ne 0 ]; then
-        echo "   exit $rc$([ $rc -eq 124 ] && echo ' (timed out)'); last lines of $OUT/$name.log:"
-        tail -n 5 "$OUT/$name.log" | sed 's/^/   | /'
-    else
-        "$PY" - "$OUT/$name.json" <<'EOF'
-import json, sys
-r = json.loads([l for l in open(sys.argv[1]) if l.startswith("{")][-1])
-arch = f", arch {1e3 * r['arch_step_s_median']:.1f} ms" if r.get("arch_step_s_median") else ""
-print(f"   {1e3 * r['step_s_median']:.1f} ms/step{arch}, {r['images_per_s']:.0f} images/s, "
-      f"peak {r['peak_memory_bytes'] / 2**30:.2f} GiB ({r['peak_memory_kind']}), "
-      f"{r.get('dispatches_per_step')} aten ops/step, warm-up {r.get('warmup_s', 0):.0f} s")
-EOF
-    fi
+    [ $rc -ne 0 ] && echo "   exit $rc$([ $rc -eq 124 ] && echo ' (timed out)')"
+    report "$name"
 }
 
-# tests GROUP K_EXPR LIMIT_S: one group of gpu-marked tests, appended to $OUT/gpu_tests.log
-tests() {
-    local group=$1 expr=$2 limit=$3 rest rc
-    rest=$(left)
-    if [ "$rest" -lt 45 ]; then
-        echo "== gpu tests ($group): skipped, $rest s left" | tee -a "$OUT/gpu_tests.log"
+# background NAME COMMAND...: like run, in the background, until what is left of the budget
+# (less 20 s for the summary) runs out; STDOUT=FILE sends stdout there instead of $OUT/NAME.json
+PIDS=()
+NAMES=()
+background() {
+    local name=$1 limit stdout=${STDOUT:-$OUT/$1.json}
+    shift
+    limit=$(( $(left) - 20 ))
+    if [ "$limit" -lt 30 ]; then
+        echo "== $name: skipped, $(left) s left"
         return 0
     fi
-    [ "$limit" -gt "$rest" ] && limit=$rest
-    echo "== gpu tests ($group; at most ${limit} s, ${TEST_TIMEOUT} s per test; $(( SECONDS - START )) s elapsed)"
-    echo "== group $group" >>"$OUT/gpu_tests.log"
+    echo "== $name: started in the background (at most ${limit} s; $(( SECONDS - START )) s elapsed)"
+    timeout -k 10 "$limit" "$@" >"$stdout" 2>"$OUT/$name.log" &
+    PIDS+=($!)
+    NAMES+=("$name")
+}
+
+# tests GROUP K_EXPR: one group of gpu-marked tests in the background, its output (stdout and
+# stderr) in $OUT/tests_GROUP.log
+tests() {
+    local group=$1 expr=$2
     if "$PY" -c "import pytest, pytest_timeout" 2>/dev/null; then
-        timeout -k 10 "$limit" "$PY" -m pytest tests/perf/test_cuda_fast_paths.py -m gpu -k "$expr" -v -x \
-            -rfE --tb=short --timeout "$TEST_TIMEOUT" -p no:cacheprovider -o addopts="" \
-            >>"$OUT/gpu_tests.log" 2>&1
+        STDOUT="$OUT/tests_$group.out" background "tests_$group" "$PY" -m pytest tests/perf/test_cuda_fast_paths.py \
+            -m gpu -k "$expr" -v -rfE --tb=short --timeout "$TEST_TIMEOUT" -p no:cacheprovider -o addopts=""
     else
         # Without pytest-timeout (or pytest): the stand-in runner, which times each test itself.
-        timeout -k 10 "$limit" "$PY" benchmarks/run_gpu_tests.py -k "$expr" -x --timeout "$TEST_TIMEOUT" \
-            >>"$OUT/gpu_tests.log" 2>&1
+        STDOUT="$OUT/tests_$group.out" background "tests_$group" "$PY" benchmarks/run_gpu_tests.py -k "$expr" \
+            --timeout "$TEST_TIMEOUT"
     fi
-    rc=$?
-    echo "   exit $rc$([ $rc -eq 124 ] && echo " (the group's ${limit} s ran out)")"
-    # Every test that started, with its outcome; a test with none was running when time ran out.
-    sed -n "/^== group $group\$/,\$p" "$OUT/gpu_tests.log" \
-        | grep -oE "::test_[A-Za-z0-9_]+(\[[^]]*\])?( (PASSED|FAILED|ERROR|SKIPPED|TIMEOUT))?" \
-        | awk '!seen[$1]++' | sed 's/^::/   | /'
 }
 
 {
-    echo "date: $(date -u +%FT%TZ)  host: $(hostname)  device: $DEVICE  budget: ${BUDGET}s"
+    echo "date: $(date -u +%FT%TZ)  host: $(hostname)  device: $DEVICE  budget: ${BUDGET}s  cores: $(getconf _NPROCESSORS_ONLN)"
     command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
     "$PY" -c "import torch, sys; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda, 'gpu', torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)"
     "$PY" -c "import pytest, pytest_timeout, importlib.metadata as m; print('pytest', pytest.__version__, 'pytest-timeout', m.version('pytest-timeout'))" 2>/dev/null \
@@ -125,41 +143,57 @@ tests() {
     git status --porcelain 2>/dev/null | grep -q . && echo "working tree has uncommitted changes"
 } 2>&1 | tee "$OUT/env.txt"
 
-BENCH=("$PY" -m itnas.bench_cli)
-: >"$OUT/gpu_tests.log"
-# 1. The baseline: plain eager steps (ITNAS variant: what the paper's search runs).
+# 1. The baseline, alone: plain eager steps (ITNAS variant: what the paper's search runs).
 run supernet_plain 120 "${BENCH[@]}" supernet --variant itnas $SUPERNET --steps "$STEPS" --warmup $WARMUP \
     --device "$DEVICE" $PLAIN $EXTRA --json
 run train_plain 90 "${BENCH[@]}" train --genotype DARTS_V2 $TRAIN --steps "$TRAIN_STEPS" --warmup $WARMUP \
     --device "$DEVICE" $PLAIN $EXTRA --json
-# 2. torch.compile with CUDA graphs over the plain settings (compiling happens in the warm-up).
+
+# 2. Everything else at once: compiled benches (timed one at a time) and the tests.
+export TORCHINDUCTOR_COMPILE_THREADS=${COMPILE_THREADS:-4}
 if [ "$COMPILE" = 1 ]; then
-    run supernet_compile_reduce_overhead 300 "${BENCH[@]}" supernet --variant itnas $SUPERNET --steps "$STEPS" \
-        --warmup $COMPILE_WARMUP --device "$DEVICE" $PLAIN --compile reduce-overhead $EXTRA --json
-    run train_compile_reduce_overhead 240 "${BENCH[@]}" train --genotype DARTS_V2 $TRAIN --steps "$TRAIN_STEPS" \
-        --warmup $COMPILE_WARMUP --device "$DEVICE" $PLAIN --compile reduce-overhead $EXTRA --json
+    GRAPHED=(--warmup "$COMPILE_WARMUP" --device "$DEVICE" --timing-lock "$LOCK" $EXTRA --json)
+    for net in supernet train; do
+        if [ $net = supernet ]; then
+            args=(supernet --variant itnas $SUPERNET --steps "$STEPS")
+        else
+            args=(train --genotype DARTS_V2 $TRAIN --steps "$TRAIN_STEPS")
+        fi
+        background ${net}_compile_cudagraphs "${BENCH[@]}" "${args[@]}" $PLAIN --compile cudagraphs "${GRAPHED[@]}"
+        background ${net}_compile_reduce_overhead "${BENCH[@]}" "${args[@]}" $PLAIN --compile reduce-overhead \
+            "${GRAPHED[@]}"
+        background ${net}_compile_cudagraphs_amp "${BENCH[@]}" "${args[@]}" --amp true --channels-last false \
+            --compile cudagraphs "${GRAPHED[@]}"
+        background ${net}_compile_cudagraphs_channels_last "${BENCH[@]}" "${args[@]}" --amp false \
+            --channels-last true --compile cudagraphs "${GRAPHED[@]}"
+    done
 fi
-# 3. Is what part 2 timed correct? The CUDA-graph steps against eager ones.
-[ "$TESTS" = 1 ] && tests cuda-graphs "reduce_overhead" 180
-# 4. Each eager fast path alone (last time only their combination was measured: slower).
-run supernet_amp 120 "${BENCH[@]}" supernet --variant itnas $SUPERNET --steps "$STEPS" --warmup $WARMUP \
-    --device "$DEVICE" --amp true --channels-last false $EXTRA --json
-run supernet_channels_last 120 "${BENCH[@]}" supernet --variant itnas $SUPERNET --steps "$STEPS" --warmup $WARMUP \
-    --device "$DEVICE" --amp false --channels-last true $EXTRA --json
-run train_amp 90 "${BENCH[@]}" train --genotype DARTS_V2 $TRAIN --steps "$TRAIN_STEPS" --warmup $WARMUP \
-    --device "$DEVICE" --amp true --channels-last false $EXTRA --json
-run train_channels_last 90 "${BENCH[@]}" train --genotype DARTS_V2 $TRAIN --steps "$TRAIN_STEPS" --warmup $WARMUP \
-    --device "$DEVICE" --amp false --channels-last true $EXTRA --json
-# 5. The other equality tests (last time one failed, unnamed: the second in file order).
-[ "$TESTS" = 1 ] && tests others "not reduce_overhead" 120
-# 6. Inductor without CUDA graphs: how much of part 2 the graphs themselves give.
-if [ "$COMPILE" = 1 ]; then
-    run supernet_compile_default 300 "${BENCH[@]}" supernet --variant itnas $SUPERNET --steps "$STEPS" \
-        --warmup 3 --device "$DEVICE" $PLAIN --compile $EXTRA --json
-    run train_compile_default 240 "${BENCH[@]}" train --genotype DARTS_V2 $TRAIN --steps "$TRAIN_STEPS" \
-        --warmup 3 --device "$DEVICE" $PLAIN --compile $EXTRA --json
+if [ "$TESTS" = 1 ]; then
+    tests graphs steps_equal_eager
+    tests others "not steps_equal_eager"
 fi
-# 6. Figures, ratios to plain and extrapolation.
+# Report each as it ends; what is still running when the budget ends is killed by its timeout.
+while [ ${#PIDS[@]} -gt 0 ]; do
+    wait -n "${PIDS[@]}" 2>/dev/null
+    for i in "${!PIDS[@]}"; do
+        if ! kill -0 "${PIDS[$i]}" 2>/dev/null; then
+            wait "${PIDS[$i]}"
+            rc=$?
+            name=${NAMES[$i]}
+            echo "== $name ended (exit $rc$([ $rc -eq 124 ] && echo ', out of time'); $(( SECONDS - START )) s elapsed)"
+            case $name in
+                tests_*) grep -oE "::test_[A-Za-z0-9_]+(\[[^]]*\])?( (PASSED|FAILED|ERROR|SKIPPED|TIMEOUT))?" \
+                             "$OUT/$name.out" | awk '!seen[$1]++' | sed 's/^::/   | /' ;;
+                *) report "$name" ;;
+            esac
+            unset "PIDS[$i]" "NAMES[$i]"
+        fi
+    done
+    PIDS=("${PIDS[@]}")
+    NAMES=("${NAMES[@]}")
+done
+for f in "$OUT"/tests_*.out; do [ -e "$f" ] && cat "$f" "${f%.out}.log"; done >"$OUT/gpu_tests.log"
+
 echo "== summary ($(( SECONDS - START )) s elapsed)"
 "$PY" benchmarks/gpu_summary.py "$OUT" | tee "$OUT/summary.txt"
 echo "done in $(( SECONDS - START )) s; results in $OUT"

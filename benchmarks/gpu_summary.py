@@ -84,7 +84,8 @@ def main(out_dir: str) -> int:
     summary["tests"] = dict(tests)
     results = {}
     # In the order gpu_check.sh runs them (by value), then anything else by name.
-    order = ["plain", "compile_reduce_overhead", "amp", "channels_last", "compile_default"]
+    order = ["plain", "compile_cudagraphs", "compile_cudagraphs_amp", "compile_cudagraphs_channels_last",
+             "compile_reduce_overhead", "amp", "channels_last", "compile_default"]
 
     def rank(path: Path) -> tuple:
         kind, _, variant = path.stem.partition("_")
@@ -105,6 +106,8 @@ def main(out_dir: str) -> int:
                 f"compile {r.get('compile') or 'no'}, data {r.get('data')}")
         extra = (f"{r.get('dispatches_per_step')} aten ops/step, warm-up {r.get('warmup_s', 0):.0f} s "
                  f"({r.get('warmup')} steps)")
+        if "lock_wait_s" in r:  # started beside others: compiled in parallel, timed alone
+            extra += f", waited {r['lock_wait_s']:.0f} s to time"
         if r.get("bench") == "supernet":
             x = search_hours(r)
             rows.append((name, f"weight {1e3 * r['step_s_median']:.1f} ms + arch "

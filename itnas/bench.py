@@ -20,7 +20,8 @@ import platform
 import statistics
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -296,44 +297,69 @@ class SupernetBench:
                 "arch_params": sum(p.numel() for p in s.policy.parameters())}
 
 
-def bench_supernet(steps: int = 10, warmup: int = 2, **kwargs: Any) -> dict[str, Any]:
+@contextmanager
+def timing_lock(path: str | os.PathLike | None) -> Iterator[dict[str, float]]:
+    """Hold an exclusive lock on the file `path` (created if absent) while timing; yields
+    {"lock_wait_s": seconds spent waiting for it}. Benches started together on one GPU then
+    compile and warm up at the same time (CPU work) but time their steps one after another
+    (benchmarks/gpu_check.sh). None: no lock."""
+    if path is None:
+        yield {}
+        return
+    import fcntl
+
+    start = time.perf_counter()
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield {"lock_wait_s": time.perf_counter() - start}
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def bench_supernet(steps: int = 10, warmup: int = 2, lock: str | None = None, **kwargs: Any) -> dict[str, Any]:
     """One search step after another (arch step, then weight step, as `run_search` does)."""
     bench = SupernetBench(**kwargs)
     device = bench.device
-    warm = _warm_up(lambda: (bench.arch_step(), bench.weight_step()), warmup, device)
+    warm = _warm_up(lambda: (bench.arch_step(), bench.weight_step()), warmup, device, bench)
     weight, arch = Timings(), Timings()
-    for _ in range(steps):
-        arch.add(timed(bench.arch_step, device))
-        weight.add(timed(bench.weight_step, device))
-    result = {**bench.settings(), "steps": steps, "warmup": warmup, "warmup_s": warm, **machine()}
+    with timing_lock(lock) as waited:
+        for _ in range(steps):
+            arch.add(timed(bench.arch_step, device))
+            weight.add(timed(bench.weight_step, device))
+        memory = _memory(device)
+        evaluation = _eval_timing(bench, steps)
+    result = {**bench.settings(), "steps": steps, "warmup": warmup, "warmup_s": warm, **waited, **machine()}
     result.update(weight.summary("step"))
     result.update(arch.summary("arch_step"))
     result["images_per_s"] = bench.batch_size / result["step_s_median"]
     result["search_step_s_median"] = statistics.median(a + w for a, w in zip(arch.wall, weight.wall))
-    result.update(_memory(device))
-    result.update(_eval_timing(bench, steps))
+    result.update(memory)
+    result.update(evaluation)
     # Counted after the timed steps and the memory figure, so neither sees the counting.
     result.update(bench.dispatches())
     return result
 
 
-def _warm_up(step: Callable[[], Any], n: int, device: torch.device) -> float:
-    """Run `n` untimed steps and return their wall seconds (compiling and recording CUDA graphs
-    happen here, so this is that cost); the peak-memory figure starts after them."""
+def _warm_up(step: Callable[[], Any], n: int, device: torch.device, bench: Any) -> float:
+    """Run `n` untimed steps, and one untimed evaluation batch where `bench` times them, and
+    return their wall seconds (compiling and recording CUDA graphs happen here, the eval-mode
+    graph's included, so this is that cost); the peak-memory figure starts after them."""
     start = time.perf_counter()
     for _ in range(n):
         step()
+    if bench.eval_batch_size:
+        bench.eval_step()
     synchronize(device)
     dev.reset_peak_memory(device)
     return time.perf_counter() - start
 
 
 def _eval_timing(bench: Any, steps: int) -> dict[str, float]:
-    """`eval_step_s_median`: one evaluation batch (of `bench.eval_batch_size`; none if 0), after
-    one untimed pass, which also compiles the eval-mode graph where compiling is on."""
+    """`eval_step_s_median`: one evaluation batch (of `bench.eval_batch_size`; none if 0); the
+    warm-up ran an untimed one, which also compiled the eval-mode graph where compiling is on."""
     if not bench.eval_batch_size:
         return {}
-    bench.eval_step()
     t = Timings()
     for _ in range(max(3, steps // 3)):
         t.add(timed(bench.eval_step, bench.device))
@@ -450,18 +476,21 @@ class TrainBench:
                 "eval_batch_size": self.eval_batch_size, "params": count_params(self.model)}
 
 
-def bench_train(steps: int = 10, warmup: int = 2, **kwargs: Any) -> dict[str, Any]:
+def bench_train(steps: int = 10, warmup: int = 2, lock: str | None = None, **kwargs: Any) -> dict[str, Any]:
     bench = TrainBench(**kwargs)
     device = bench.device
-    warm = _warm_up(bench.step, warmup, device)
+    warm = _warm_up(bench.step, warmup, device, bench)
     t = Timings()
-    for _ in range(steps):
-        t.add(timed(bench.step, device))
-    result = {**bench.settings(), "steps": steps, "warmup": warmup, "warmup_s": warm, **machine()}
+    with timing_lock(lock) as waited:
+        for _ in range(steps):
+            t.add(timed(bench.step, device))
+        memory = _memory(device)
+        evaluation = _eval_timing(bench, steps)
+    result = {**bench.settings(), "steps": steps, "warmup": warmup, "warmup_s": warm, **waited, **machine()}
     result.update(t.summary("step"))
     result["images_per_s"] = bench.batch_size / result["step_s_median"]
-    result.update(_memory(device))
-    result.update(_eval_timing(bench, steps))
+    result.update(memory)
+    result.update(evaluation)
     batch = bench._batch()
     result["dispatches_per_step"] = count_dispatches(lambda: bench.train_step(*batch))
     return result

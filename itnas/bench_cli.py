@@ -30,8 +30,10 @@ Peak memory is torch's max allocated bytes on CUDA and the process's peak RSS on
 --data device draws batches from the GPU-resident pipeline (crop, flip, cutout on the device)
 over random images, so its cost is in the step.
 --compile [MODE] wraps the network in torch.compile: a bare --compile is mode 'default';
-'reduce-overhead' (and 'max-autotune') replay CUDA graphs on CUDA. Compilation happens in the
-warm-up steps, so give it a few (--warmup 3).
+'reduce-overhead' (and 'max-autotune') replay CUDA graphs on CUDA, and so does 'cudagraphs',
+torch's backend that records the captured graph's eager kernels without Inductor's code
+generation (much less compile time, no fusion). Compilation happens in the warm-up steps, so
+give it a few (--warmup 3; CUDA-graph modes record on the second call and replay from the third).
 dispatches_per_step is the number of aten operators one weight step dispatches (forward,
 backward, clipping, optimizer), counted once after the timed steps: a proxy of launch overhead
 that does not need a GPU. Compare it between runs on the same device type (CUDA uses foreach
@@ -70,7 +72,8 @@ def _common(p: argparse.ArgumentParser, batch: int | None) -> None:
                    help="channels-last memory format (auto = on for the CPU, off on CUDA)")
     p.add_argument("--compile", type=_compile_mode, nargs="?", const="default", default=False,
                    metavar="MODE", help="wrap the network in torch.compile; MODE: default (a bare "
-                   "--compile), reduce-overhead (CUDA graphs), max-autotune, max-autotune-no-cudagraphs")
+                   "--compile), reduce-overhead (CUDA graphs), max-autotune, max-autotune-no-cudagraphs, "
+                   "cudagraphs (CUDA graphs of the captured graph, no Inductor: quick to compile)")
     p.add_argument("--threads", type=int, metavar="T", help="torch CPU threads (default: torch's)")
     p.add_argument("--data", choices=("synthetic", "device"), default="synthetic",
                    help="fixed random batches, or the GPU-resident augmenting pipeline")
@@ -78,6 +81,10 @@ def _common(p: argparse.ArgumentParser, batch: int | None) -> None:
                    help="also time one evaluation batch of E images (eval mode, no grad); 0 = skip. "
                         "Default: the shipped configs' 250 (supernet) and 400 (train)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--timing-lock", metavar="FILE",
+                   help="time the steps only while holding an exclusive lock on FILE (created if "
+                        "absent): benches started together then compile and warm up in parallel "
+                        "but time one at a time; the JSON gives lock_wait_s")
     p.add_argument("--json", action="store_true", help="print one JSON line")
 
 
@@ -154,7 +161,7 @@ def run_supernet(args: argparse.Namespace) -> int:
         steps=args.steps, warmup=args.warmup, variant=args.variant, layers=args.layers,
         init_channels=args.init_channels, batch_size=args.batch_size, image_size=args.image_size,
         device=args.device, amp=args.amp, channels_last=args.channels_last, compile=args.compile,
-        num_classes=args.num_classes, seed=args.seed, data=args.data,
+        num_classes=args.num_classes, seed=args.seed, data=args.data, lock=args.timing_lock,
         **_eval_batch(args))
     _print(result, args.json)
     return 0
@@ -171,7 +178,7 @@ def run_train(args: argparse.Namespace) -> int:
         image_size=args.image_size, device=args.device, amp=args.amp,
         channels_last=args.channels_last, compile=args.compile, num_classes=args.num_classes,
         auxiliary=args.auxiliary, drop_path=args.drop_path, seed=args.seed, data=args.data,
-        cutout=args.cutout, **_eval_batch(args))
+        cutout=args.cutout, lock=args.timing_lock, **_eval_batch(args))
     _print(result, args.json)
     return 0
 

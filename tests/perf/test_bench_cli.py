@@ -62,13 +62,14 @@ TINY_TRAIN = ["--genotype", "DARTS_V2", "--layers", "3", "--init-channels", "4",
 
 
 @pytest.mark.parametrize("args, mode", [(["--compile"], "default"), (["--compile", "reduce-overhead"], "reduce-overhead"),
-                                        (["--compile", "max-autotune-no-cudagraphs"], "max-autotune-no-cudagraphs")])
+                                        (["--compile", "max-autotune-no-cudagraphs"], "max-autotune-no-cudagraphs"),
+                                        (["--compile", "cudagraphs"], "cudagraphs")])
 @pytest.mark.parametrize("bench", ["supernet", "train"])
 def test_bench_compile_takes_an_optional_mode_that_reaches_torch_compile(capsys, monkeypatch, bench, args, mode):
     modes = []
 
     def record(model, **kwargs):
-        modes.append(kwargs.get("mode"))
+        modes.append(kwargs.get("mode") or kwargs.get("backend"))  # 'cudagraphs' is a backend
         return model  # eager: this test is about the wiring (test_compile_config compiles)
 
     monkeypatch.setattr(torch, "compile", record)
@@ -118,3 +119,38 @@ def test_bench_refuses_nonsense_sizes(capsys):
     assert main(["bench", "train", "--eval-batch-size", "-1", "--device", "cpu"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--eval-batch-size -1" in err
+
+
+def test_timing_lock_makes_the_bench_wait_for_its_holder(capsys, monkeypatch, tmp_path):
+    """--timing-lock FILE: the timed steps start only once no one else holds FILE's lock, and
+    the JSON says how long the bench waited (a lower bound: the holder lets go 0.5 s after the
+    bench asks for the lock)."""
+    import fcntl
+    import threading
+
+    lock = tmp_path / "timing.lock"
+    holder = open(lock, "a")
+    real_flock = fcntl.flock
+    real_flock(holder, fcntl.LOCK_EX)
+    timers = []
+
+    def release():
+        real_flock(holder, fcntl.LOCK_UN)
+        holder.close()
+
+    def flock(handle, operation):
+        if operation == fcntl.LOCK_EX and not holder.closed:
+            timers.append(threading.Timer(0.5, release))
+            timers[-1].start()
+        return real_flock(handle, operation)
+
+    monkeypatch.setattr(fcntl, "flock", flock)
+    assert main(["bench", "train", *TINY_TRAIN, "--eval-batch-size", "0", "--timing-lock", str(lock)]) == 0
+    assert len(timers) == 1 and holder.closed
+    out = _json(capsys)
+    assert out["lock_wait_s"] >= 0.5 and out["step_s_median"] > 0
+    # A free lock: no wait worth the name; without the option the key is absent.
+    assert main(["bench", "train", *TINY_TRAIN, "--eval-batch-size", "0", "--timing-lock", str(lock)]) == 0
+    assert _json(capsys)["lock_wait_s"] < 0.5
+    assert main(["bench", "train", *TINY_TRAIN, "--eval-batch-size", "0"]) == 0
+    assert "lock_wait_s" not in _json(capsys)

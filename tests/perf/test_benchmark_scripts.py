@@ -90,3 +90,25 @@ def test_gpu_summary_extrapolates_from_the_measured_steps_and_eval_batches(tmp_p
     assert hours["train_plain"] == pytest.approx(600 * (521 * 0.1 + 27 * 0.05) / 3600)
     assert summary["tests"] == {"test_a": "PASSED", "test_b": "no result"}
     assert "NOT met" in proc.stdout
+
+
+def test_gpu_check_dry_run_times_the_baselines_runs_the_tests_beside_them_and_summarises(tmp_path):
+    """benchmarks/gpu_check.sh's CPU dry run (toy sizes, no compiling): the plain benches in the
+    foreground, the two test groups in the background (every gpu-marked test skips on the CPU),
+    then the summary over all of it."""
+    import os
+
+    out = tmp_path / "out"
+    env = {**os.environ, "DEVICE": "cpu", "STEPS": "1", "COMPILE": "0", "BUDGET": "300", "OUT": str(out),
+           "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_check.sh")], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["runs"]) == {"supernet_plain", "train_plain"}
+    assert all(_positive(v["extrapolation"]["gpu_hours_with_val"]) for v in summary["runs"].values())
+    tests = summary["tests"]
+    assert "test_cudagraphs_backend_search_steps_equal_eager_ones_on_gpu" in tests  # group 'graphs'
+    assert "test_channels_last_supernet_equals_the_contiguous_one_on_gpu" in tests  # group 'others'
+    assert set(tests.values()) == {"SKIPPED"}
+    assert "tests_graphs ended (exit 0" in proc.stdout and "best search: supernet_plain" in proc.stdout

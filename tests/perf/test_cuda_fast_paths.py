@@ -2,8 +2,8 @@
 path's results, checked on the CPU here and on the GPU by the `gpu`-marked tests (run by
 benchmarks/gpu_check.sh). Channels-last and compile change only the order of float sums, so
 they match tightly; bf16 keeps 8 mantissa bits, so it matches to about 1e-2. The
-`reduce_overhead` tests run the search's and the training's own steps compiled with CUDA
-graphs against eager ones (tests/search/test_compile_config.py checks the same step protocol
+`*_steps_equal_eager_ones_on_gpu` tests run the search's and the training's own steps compiled
+with CUDA graphs (mode reduce-overhead, and torch's cudagraphs backend) against eager ones (tests/search/test_compile_config.py checks the same step protocol
 on the CPU with a stand-in for CUDA graphs)."""
 
 from __future__ import annotations
@@ -185,7 +185,16 @@ def _close(a: float, b: float, rel: float) -> bool:
 
 @pytest.mark.gpu
 def test_reduce_overhead_search_steps_equal_eager_ones_on_gpu(cuda):
-    """The Searcher compiled with mode='reduce-overhead' against the eager one, step by step:
+    _check_graphed_search(cuda, "reduce-overhead")
+
+
+@pytest.mark.gpu
+def test_cudagraphs_backend_search_steps_equal_eager_ones_on_gpu(cuda):
+    _check_graphed_search(cuda, "cudagraphs")
+
+
+def _check_graphed_search(cuda, mode):
+    """The Searcher compiled in a CUDA-graph `mode` against the eager one, step by step:
     CUDA-graph trees warm up on the first call, record on the second and replay from the third,
     so five arch + weight steps on fresh batches cover replays with new inputs; then an
     evaluation of two batches (eval mode: another graph). Transition policy without the Gumbel
@@ -195,7 +204,7 @@ def test_reduce_overhead_search_steps_equal_eager_ones_on_gpu(cuda):
     from itnas.search import Searcher
 
     searchers = []
-    for compile in (False, "reduce-overhead"):
+    for compile in (False, mode):
         cfg = search_config("darts", 3, 4, 8, "cuda", False, False, compile)
         cfg["arch"].update(gumbel=False, transition=True, tiep=False)
         dev.seed_everything(0)
@@ -219,7 +228,16 @@ def test_reduce_overhead_search_steps_equal_eager_ones_on_gpu(cuda):
 
 @pytest.mark.gpu
 def test_reduce_overhead_training_steps_equal_eager_ones_on_gpu(cuda):
-    """The Trainer compiled with mode='reduce-overhead' against the eager one: two epochs of two
+    _check_graphed_training(cuda, "reduce-overhead")
+
+
+@pytest.mark.gpu
+def test_cudagraphs_backend_training_steps_equal_eager_ones_on_gpu(cuda):
+    _check_graphed_training(cuda, "cudagraphs")
+
+
+def _check_graphed_training(cuda, mode):
+    """The Trainer compiled in a CUDA-graph `mode` against the eager one: two epochs of two
     steps of two accumulated micro-batches each (one CUDA-graph generation per step), and the
     evaluation (two batches). Drop-path off: Inductor draws its own random numbers."""
     try:
@@ -232,7 +250,7 @@ def test_reduce_overhead_training_steps_equal_eager_ones_on_gpu(cuda):
     trainers = [Trainer(tiny_config("layers=3", "batch_size=16", "max_batch_per_process=8", "drop_path_prob=0",
                                     "device=cuda", f"compile={compile}"),
                         lookup("DARTS_V2"), data, 0, DistContext(), cuda)
-                for compile in ("false", "reduce-overhead")]
+                for compile in ("false", mode)]
     eager, graphed = trainers
     assert graphed.cuda_graphs and graphed.plan.accumulation == 2
     start = [p.detach().clone() for p in eager.model.parameters()]
