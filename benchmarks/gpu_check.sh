@@ -24,7 +24,10 @@
 # Results: one JSON line per run in $OUT/<run>.json (stderr in <run>.log), the test logs in
 # $OUT/gpu_tests.log, $OUT/summary.txt and $OUT/summary.json. OUT defaults to ./gpu-out.
 # Knobs: BUDGET, OUT, PYTHON, STEPS, TRAIN_STEPS, COMPILE (0: no compiled benches), TESTS (0: no
-# tests), TEST_TIMEOUT (seconds per test), COMPILE_THREADS. Needs only python3 with torch and
+# tests), TEST_TIMEOUT (seconds per test), COMPILE_THREADS, ONLY (a regular expression over the
+# part names, e.g. ONLY='supernet_compile_reduce_overhead|tests_graphs'; parts: supernet_plain,
+# train_plain, {supernet,train}_compile_{cudagraphs,reduce_overhead,cudagraphs_amp,
+# cudagraphs_channels_last}, tests_graphs, tests_others). Needs only python3 with torch and
 # numpy; pytest (and pytest-timeout) are used where installed, else benchmarks/run_gpu_tests.py.
 set -u
 
@@ -84,10 +87,14 @@ EOF
     fi
 }
 
+# wanted NAME: whether NAME matches $ONLY (an extended regular expression; default: every part)
+wanted() { [[ "$1" =~ ^(${ONLY:-.*})$ ]]; }
+
 # run NAME LIMIT_S COMMAND...: in the foreground; stdout to $OUT/NAME.json, stderr to $OUT/NAME.log
 run() {
     local name=$1 limit=$2 rest
     shift 2
+    wanted "$name" || return 0
     rest=$(left)
     if [ "$rest" -lt 45 ]; then
         echo "== $name: skipped, $rest s of the ${BUDGET} s budget left"
@@ -108,6 +115,7 @@ NAMES=()
 background() {
     local name=$1 limit stdout=${STDOUT:-$OUT/$1.json}
     shift
+    wanted "$name" || return 0
     limit=$(( $(left) - 20 ))
     if [ "$limit" -lt 30 ]; then
         echo "== $name: skipped, $(left) s left"
@@ -119,15 +127,23 @@ background() {
     NAMES+=("$name")
 }
 
-# tests GROUP K_EXPR: one group of gpu-marked tests in the background, its output (stdout and
-# stderr) in $OUT/tests_GROUP.log
+# tests GROUP K_EXPR: one group of gpu-marked tests in the background, one after another, its
+# output in $OUT/tests_GROUP.out (stderr in .log). Under pytest each test is its own process, so
+# a failure's report is printed when that test ends, not lost with a group that runs out of time;
+# no captured log records (torch's debug lines would bury the assertion).
 tests() {
     local group=$1 expr=$2
     if "$PY" -c "import pytest, pytest_timeout" 2>/dev/null; then
-        STDOUT="$OUT/tests_$group.out" background "tests_$group" "$PY" -m pytest tests/perf/test_cuda_fast_paths.py \
-            -m gpu -k "$expr" -v -rfE --tb=short --timeout "$TEST_TIMEOUT" -p no:cacheprovider -o addopts=""
+        STDOUT="$OUT/tests_$group.out" background "tests_$group" bash -c '
+            py=$1; shift
+            for id in $("$py" -m pytest tests/perf/test_cuda_fast_paths.py -m gpu -k "$1" --collect-only -q \
+                        -p no:cacheprovider -o addopts="" | grep "::"); do
+                "$py" -m pytest "$id" -m gpu -v -rfE --tb=short --timeout "$2" -p no:cacheprovider -p no:logging \
+                    --show-capture=no -o addopts=""
+            done' _ "$PY" "$expr" "$TEST_TIMEOUT"
     else
-        # Without pytest-timeout (or pytest): the stand-in runner, which times each test itself.
+        # Without pytest-timeout (or pytest): the stand-in runner, which times each test itself
+        # and prints each failure as it happens.
         STDOUT="$OUT/tests_$group.out" background "tests_$group" "$PY" benchmarks/run_gpu_tests.py -k "$expr" \
             --timeout "$TEST_TIMEOUT"
     fi

@@ -73,6 +73,13 @@ def test_outcomes(log: Path) -> list[tuple[str, str]]:
     return list(seen.items())
 
 
+def _peak(r: dict) -> str:
+    """Peak memory of the timed steps, and of the warm-up where it was higher (CUDA graphs take
+    their pool while recording), in GiB."""
+    peak, warm = r["peak_memory_bytes"] / 2**30, (r.get("warmup_peak_memory_bytes") or 0) / 2**30
+    return f"{peak:.2f} GiB" + (f" ({warm:.2f} in the warm-up)" if warm > peak else "")
+
+
 def _step_s(r: dict) -> float:
     return r["step_s_median"] + (r.get("arch_step_s_median") or 0.0)
 
@@ -113,13 +120,13 @@ def main(out_dir: str) -> int:
             rows.append((name, f"weight {1e3 * r['step_s_median']:.1f} ms + arch "
                                f"{1e3 * r['arch_step_s_median']:.1f} ms/step{vs} (CPU "
                                f"{1e3 * (r['step_cpu_s_median'] + r['arch_step_cpu_s_median']):.0f} ms), "
-                               f"{r['images_per_s']:.0f} img/s, peak {r['peak_memory_bytes'] / 2**30:.2f} GiB; "
+                               f"{r['images_per_s']:.0f} img/s, peak {_peak(r)}; "
                                f"epoch {x['epoch_s']:.0f} s; 50-epoch search {x['gpu_hours']:.2f} GPU-h "
                                f"({x['gpu_hours_with_val']:.2f} with validation); {extra}; {what}"))
         elif r.get("bench") == "train":
             x = train_hours(r)
             rows.append((name, f"{1e3 * r['step_s_median']:.1f} ms/step{vs} (CPU {1e3 * r['step_cpu_s_median']:.0f} ms), "
-                               f"{r['images_per_s']:.0f} img/s, peak {r['peak_memory_bytes'] / 2**30:.2f} GiB; "
+                               f"{r['images_per_s']:.0f} img/s, peak {_peak(r)}; "
                                f"epoch {x['epoch_s']:.0f} s; 600-epoch training {x['gpu_hours']:.2f} GPU-h "
                                f"({x['gpu_hours_with_val']:.2f} with test passes); {extra}; {what}"))
         else:

@@ -321,13 +321,13 @@ def bench_supernet(steps: int = 10, warmup: int = 2, lock: str | None = None, **
     """One search step after another (arch step, then weight step, as `run_search` does)."""
     bench = SupernetBench(**kwargs)
     device = bench.device
-    warm = _warm_up(lambda: (bench.arch_step(), bench.weight_step()), warmup, device, bench)
+    warm, warm_peak = _warm_up(lambda: (bench.arch_step(), bench.weight_step()), warmup, device, bench)
     weight, arch = Timings(), Timings()
     with timing_lock(lock) as waited:
         for _ in range(steps):
             arch.add(timed(bench.arch_step, device))
             weight.add(timed(bench.weight_step, device))
-        memory = _memory(device)
+        memory = _memory(device, warm_peak)
         evaluation = _eval_timing(bench, steps)
     result = {**bench.settings(), "steps": steps, "warmup": warmup, "warmup_s": warm, **waited, **machine()}
     result.update(weight.summary("step"))
@@ -341,18 +341,21 @@ def bench_supernet(steps: int = 10, warmup: int = 2, lock: str | None = None, **
     return result
 
 
-def _warm_up(step: Callable[[], Any], n: int, device: torch.device, bench: Any) -> float:
+def _warm_up(step: Callable[[], Any], n: int, device: torch.device, bench: Any) -> tuple[float, int]:
     """Run `n` untimed steps, and one untimed evaluation batch where `bench` times them, and
     return their wall seconds (compiling and recording CUDA graphs happen here, the eval-mode
-    graph's included, so this is that cost); the peak-memory figure starts after them."""
+    graph's included, so this is that cost) and their peak memory; the timed steps' peak-memory
+    figure starts after them (CUDA graphs take their memory pool while recording, so for them
+    that figure is only what the eager rest of the step allocates)."""
     start = time.perf_counter()
     for _ in range(n):
         step()
     if bench.eval_batch_size:
         bench.eval_step()
     synchronize(device)
+    peak = dev.peak_memory_bytes(device)
     dev.reset_peak_memory(device)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, peak
 
 
 def _eval_timing(bench: Any, steps: int) -> dict[str, float]:
@@ -366,9 +369,10 @@ def _eval_timing(bench: Any, steps: int) -> dict[str, float]:
     return t.summary("eval_step")
 
 
-def _memory(device: torch.device) -> dict[str, Any]:
+def _memory(device: torch.device, warmup_peak: int) -> dict[str, Any]:
     kind = "cuda_max_allocated" if device.type == "cuda" else "process_max_rss"
-    out: dict[str, Any] = {"peak_memory_bytes": dev.peak_memory_bytes(device), "peak_memory_kind": kind}
+    out: dict[str, Any] = {"peak_memory_bytes": dev.peak_memory_bytes(device), "peak_memory_kind": kind,
+                           "warmup_peak_memory_bytes": warmup_peak}
     if device.type == "cuda":
         out["peak_memory_reserved_bytes"] = int(torch.cuda.max_memory_reserved(device))
     return out
@@ -401,7 +405,7 @@ class TrainBench:
         self.image_size = image_size or (32 if protocol == "cifar" else 224)
         self.amp = dev.resolve_flag(amp, self.device, "amp")
         self.channels_last = dev.resolve_flag(channels_last, self.device, "channels_last")
-        self.compile_mode = dev.compile_mode(compile, "--compile")
+        self.compile_mode = dev.compile_mode(compile, "--compile", self.device, "train")
         self.cuda_graphs = dev.uses_cuda_graphs(self.compile_mode)
         self.model = build_network(self.genotype, protocol, num_classes, self.layers, self.init_channels,
                                    auxiliary, drop_path, in_channels).to(self.device)
@@ -479,12 +483,12 @@ class TrainBench:
 def bench_train(steps: int = 10, warmup: int = 2, lock: str | None = None, **kwargs: Any) -> dict[str, Any]:
     bench = TrainBench(**kwargs)
     device = bench.device
-    warm = _warm_up(bench.step, warmup, device, bench)
+    warm, warm_peak = _warm_up(bench.step, warmup, device, bench)
     t = Timings()
     with timing_lock(lock) as waited:
         for _ in range(steps):
             t.add(timed(bench.step, device))
-        memory = _memory(device)
+        memory = _memory(device, warm_peak)
         evaluation = _eval_timing(bench, steps)
     result = {**bench.settings(), "steps": steps, "warmup": warmup, "warmup_s": warm, **waited, **machine()}
     result.update(t.summary("step"))
