@@ -220,8 +220,14 @@ def _check_graphed_search(cuda, mode):
         assert _close(arch[1], arch[0], 1e-3) and _close(weight[1], weight[0], 1e-3), (k, arch, weight)
     for (name, pe), pg, p0 in zip(eager.net.named_parameters(), graphed.net.parameters(), start):
         assert_rel_close(pg.detach() - p0, pe.detach() - p0, 1e-2, name)
+    # Adam divides each gradient by its own running RMS, so architecture entries with gradients
+    # near zero take steps of about the learning rate whose sign is rounding noise. Measured on
+    # an H200 (2026-11-28) in this very setup: eager against eager, cuDNN free to pick its
+    # algorithms, 2.1e-4 of the largest entry; eager with deterministic cuDNN against without,
+    # 1.8e-3; the cudagraphs backend against eager, 2.0e-4 and 5.5e-4 in two runs. A graph
+    # replaying stale or wrong data is off by the entries' own size.
     for a, b in zip(graphed.policy.parameters(), eager.policy.parameters()):
-        assert_rel_close(a, b, 1e-4, "architecture parameters")
+        assert_rel_close(a, b, 1e-2, "architecture parameters")
     evaluations = [s.evaluate([batches[10], batches[0]]) for s in searchers]
     assert _close(evaluations[1][0], evaluations[0][0], 1e-3), evaluations
 

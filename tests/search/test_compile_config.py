@@ -40,7 +40,7 @@ DARTS_V2 = lookup("DARTS_V2")
 # ----------------------------------------------------------------------------- config values
 
 
-@pytest.mark.parametrize("raw, value, mode", [("false", False, None), ("true", True, "default"),
+@pytest.mark.parametrize("raw, value, mode", [("false", False, None), ("true", True, "default"), ("auto", "auto", None),
                                               *[(m, m, m) for m in MODES]])
 def test_search_and_train_configs_take_false_true_and_every_mode(raw, value, mode):
     search = load_config(REPO / "config/search.yaml", "search", [f"runtime.compile={raw}"])
@@ -66,12 +66,28 @@ def test_compile_mode_refuses_what_the_schema_would():
         dev.compile_mode("fast")
 
 
-@pytest.mark.parametrize("name, kind", [("search.yaml", "search"), ("train_cifar.yaml", "train"),
-                                        ("train_imagenet.yaml", "train")])
-def test_the_shipped_configs_stay_valid(name, kind):
+@pytest.mark.parametrize("name, kind, compile", [("search.yaml", "search", "auto"), ("train_cifar.yaml", "train", "auto"),
+                                                 ("train_imagenet.yaml", "train", False)])
+def test_the_shipped_configs_stay_valid(name, kind, compile):
     cfg = load_config(REPO / "config" / name, kind)
     flags = cfg["runtime"] if kind == "search" else cfg
-    assert flags["compile"] is False and flags["amp"] == "auto" and flags["channels_last"] == "auto"
+    assert flags["compile"] == compile and flags["amp"] == "auto" and flags["channels_last"] == "auto"
+
+
+@pytest.mark.parametrize("job, cuda_mode", [("train", "reduce-overhead"), ("search", "cudagraphs")])
+def test_auto_compile_is_the_measured_mode_on_one_cuda_device_and_eager_elsewhere(job, cuda_mode):
+    assert dev.compile_mode("auto", device=CUDA, job=job) == cuda_mode
+    assert dev.compile_mode("auto", device=CPU, job=job) is None
+    assert dev.compile_mode("auto", device=torch.device("meta"), job=job) is None
+    assert dev.compile_mode("auto", device=CUDA, job=job, distributed=True) is None  # DDP: untested
+    assert dev.compile_mode("auto", job=job) is None  # no device named
+
+
+def test_auto_compile_leaves_cpu_search_and_training_eager(compile_calls):
+    """The shipped configs say `compile: auto`: on the CPU (the smoke run, CI) nothing compiles."""
+    searcher, trainer = _searcher("auto"), _trainer("auto")
+    assert compile_calls == [] and searcher.compile_mode is None and trainer.compile_mode is None
+    assert not searcher.cuda_graphs and not trainer.cuda_graphs
 
 
 # ----------------------------------------------------------------------------- auto
@@ -136,10 +152,11 @@ def marks(monkeypatch):
     return count
 
 
-def _searcher(compile, layers: int = 3, seed: int = 0) -> Searcher:
+def _searcher(compile, layers: int = 3, seed: int = 0, order: str = "first") -> Searcher:
     cfg = search_config("darts", layers, 4, 4, "cpu", "auto", "auto", compile)
     # The transition policy without the Gumbel draw: no randomness, so two runs can be compared.
     cfg["arch"].update(gumbel=False, transition=True, tiep=False)
+    cfg["arch_optim"]["order"] = order
     dev.seed_everything(seed)
     return Searcher(cfg, 10, 3, CPU)
 
@@ -265,10 +282,12 @@ def test_the_stand_in_catches_a_result_kept_across_steps(stand_in):
         searcher.loss(x, y)[0].backward()
 
 
-def test_search_steps_keep_no_result_across_cuda_graph_steps(stand_in):
+@pytest.mark.parametrize("order", ["first", "second"])
+def test_search_steps_keep_no_result_across_cuda_graph_steps(stand_in, order):
+    """Second order included: its unrolled step runs the network four times in one step."""
     batches = _search_batches(5)
-    graphed = _search_steps(_searcher("reduce-overhead"), batches)
-    eager = _search_steps(_searcher(False), batches)
+    graphed = _search_steps(_searcher("reduce-overhead", order=order), batches)
+    eager = _search_steps(_searcher(False, order=order), batches)
     assert all(math.isfinite(v) for v in graphed)
     assert graphed == eager
 
