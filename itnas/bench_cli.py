@@ -55,8 +55,8 @@ def _tri(value: str) -> bool | str:
 def _compile_mode(value: str) -> str:
     from itnas.device import COMPILE_MODES
 
-    if value not in COMPILE_MODES:
-        raise argparse.ArgumentTypeError(f"expected one of {', '.join(COMPILE_MODES)}, got {value!r}")
+    if value != "auto" and value not in COMPILE_MODES:
+        raise argparse.ArgumentTypeError(f"expected auto or one of {', '.join(COMPILE_MODES)}, got {value!r}")
     return value
 
 
@@ -73,7 +73,8 @@ def _common(p: argparse.ArgumentParser, batch: int | None) -> None:
     p.add_argument("--compile", type=_compile_mode, nargs="?", const="default", default=False,
                    metavar="MODE", help="wrap the network in torch.compile; MODE: default (a bare "
                    "--compile), reduce-overhead (CUDA graphs), max-autotune, max-autotune-no-cudagraphs, "
-                   "cudagraphs (CUDA graphs of the captured graph, no Inductor: quick to compile)")
+                   "cudagraphs (CUDA graphs of the captured graph, no Inductor: quick to compile), auto (the "
+                   "configs' rule: reduce-overhead for training and cudagraphs for the search on CUDA, eager on the CPU)")
     p.add_argument("--threads", type=int, metavar="T", help="torch CPU threads (default: torch's)")
     p.add_argument("--data", choices=("synthetic", "device"), default="synthetic",
                    help="fixed random batches, or the GPU-resident augmenting pipeline")

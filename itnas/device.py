@@ -59,6 +59,9 @@ def set_deterministic(enabled: bool) -> None:
 #   supernet weight step 517 ms instead of 414 ms and the DARTS_V2 step 195 ms instead of 133 ms
 #   (the casts and layout kernels add launches to a step bound by launches). Both stay available
 #   as an explicit `true`, e.g. to halve memory or to try them under torch.compile.
+# - CUDA under CUDA graphs (H200, compile cudagraphs, 2026-11-28): bf16 still slower (supernet
+#   0.94 of the eager step against 0.86 without it; training 0.85 against 0.81); channels-last
+#   faster (0.81; 0.76) but its GPU equality test fails on the supernet (unexplained). Both stay off.
 # - bf16 autocast on the CPU: off (not measured to be faster; it also changes the numbers).
 # Device types not listed (mps, xpu, ...) get off.
 AUTO_FLAGS: dict[str, dict[str, bool]] = {
@@ -94,16 +97,35 @@ CUDA_GRAPH_MODES = frozenset({"reduce-overhead", "max-autotune", "cudagraphs"})
 BACKEND_MODES = frozenset({"cudagraphs"})  # modes that name a torch.compile backend, not an Inductor mode
 
 
-def compile_mode(value: bool | str | None, what: str = "key 'compile'") -> str | None:
+# What `compile: auto` means, per job and device type: the fastest mode measured whose GPU
+# comparison with eager held within the measured noise (docs/performance.md, one H200,
+# 2026-11-28, step time / plain eager):
+# - training (DARTS_V2, 20 cells, batch 96): reduce-overhead 0.38 (51 vs 134 ms), against 0.81
+#   for cudagraphs; compiling took about 5 minutes beside other compiles, once per job.
+# - search (8-cell supernet, batch 64): cudagraphs 0.86 (weight + arch step 492 vs 571 ms);
+#   reduce-overhead did not finish compiling in 400 s beside other compiles: unmeasured.
+# Off on the CPU (Inductor's C++ build takes minutes and nothing was measured faster) and in
+# multi-process (DDP) training, where CUDA graphs are untested.
+AUTO_COMPILE: dict[str, dict[str, str]] = {
+    "train": {"cuda": "reduce-overhead"},
+    "search": {"cuda": "cudagraphs"},
+}
+
+
+def compile_mode(value: bool | str | None, what: str = "key 'compile'", device: torch.device | None = None,
+                 job: str = "train", distributed: bool = False) -> str | None:
     """The torch.compile mode a `compile` value asks for (true = 'default'), None for eager;
-    `what` names the setting in the error (the schema refuses other values first)."""
+    'auto' looks up `AUTO_COMPILE[job]` for `device` (eager without a device, or when
+    `distributed`). `what` names the setting in the error (the schema refuses other values first)."""
     if value is None or value is False:
         return None
     if value is True:
         return "default"
+    if value == "auto":
+        return None if device is None or distributed else AUTO_COMPILE[job].get(device.type)
     if value in COMPILE_MODES:
         return str(value)
-    raise UserError(f"{what}: expected false, true or one of {', '.join(COMPILE_MODES)}, got {value!r}")
+    raise UserError(f"{what}: expected false, true, auto or one of {', '.join(COMPILE_MODES)}, got {value!r}")
 
 
 def compile_module(module: torch.nn.Module, mode: str | None) -> torch.nn.Module:

@@ -98,7 +98,7 @@ class Searcher:
         self.channels_last = dev.resolve_flag(cfg["runtime"]["channels_last"], device, "channels_last")
         if self.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
-        self.compile_mode = dev.compile_mode(cfg["runtime"]["compile"], "key 'runtime.compile'")
+        self.compile_mode = dev.compile_mode(cfg["runtime"]["compile"], "key 'runtime.compile'", device, "search")
         self.cuda_graphs = dev.uses_cuda_graphs(self.compile_mode)
         self.forward_net = dev.compile_module(self.net, self.compile_mode)
         o, a = cfg["optim"], cfg["arch_optim"]

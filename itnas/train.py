@@ -287,7 +287,7 @@ class Trainer:
                             f"of {cfg['batch_size']}; lower batch_size or raise max_train_samples")
         self.amp = resolve_flag(cfg["amp"], device, "amp")
         self.channels_last = resolve_flag(cfg["channels_last"], device, "channels_last")
-        self.compile_mode = compile_mode(cfg["compile"])
+        self.compile_mode = compile_mode(cfg["compile"], device=device, job="train", distributed=ctx.enabled)
         self.cuda_graphs = uses_cuda_graphs(self.compile_mode)
         set_deterministic(cfg["deterministic"])
         seed_everything(seed)  # identical initial weights in every process
