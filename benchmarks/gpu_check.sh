@@ -16,9 +16,9 @@
 #        and `reduce-overhead` (Inductor's fused kernels in CUDA graphs, the longest compile);
 #        compiling is CPU work, so they compile side by side on the host's cores, and a shared
 #        --timing-lock lets only one of them time its steps at a time;
-#      - the `gpu`-marked tests in two processes: the CUDA-graph steps against eager ones
-#        (`steps_equal_eager`), then the others; verbose (each name is logged before it runs),
-#        unbuffered, each test under its own timeout.
+#      - the `gpu`-marked tests in two groups: the CUDA-graph steps against eager ones
+#        (`steps_equal_eager`), and the others; within a group one test after another, each its
+#        own pytest process under its own timeout, so each failure is reported as it happens.
 #      Inductor's compile workers are capped (COMPILE_THREADS, default 4 a process) so that the
 #      process timing its steps keeps a core.
 # Results: one JSON line per run in $OUT/<run>.json (stderr in <run>.log), the test logs in
@@ -43,7 +43,8 @@ LOCK="$OUT/timing.lock"
 # A part killed by its time limit must still leave its log lines.
 export PYTHONUNBUFFERED=1
 
-timeout 30 "$PY" -m pip install -q --no-deps --no-build-isolation -e . >/dev/null 2>&1 || true
+# The checkout itself, importable without installing it (the GPU machine's image lacks the
+# project's other dependencies; a test run must not reinstall into its environment).
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
 if [ "$DEVICE" = cpu ]; then
