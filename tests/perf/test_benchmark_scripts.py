@@ -112,3 +112,15 @@ def test_gpu_check_dry_run_times_the_baselines_runs_the_tests_beside_them_and_su
     assert "test_channels_last_supernet_equals_the_contiguous_one_on_gpu" in tests  # group 'others'
     assert set(tests.values()) == {"SKIPPED"}
     assert "tests_graphs ended (exit 0" in proc.stdout and "best search: supernet_plain" in proc.stdout
+
+
+def test_gpu_noise_floor_finds_no_difference_between_cpu_runs():
+    """benchmarks/gpu_noise_floor.py on the CPU: runs of the same search steps agree exactly, so
+    every pair prints zeros (on a GPU, cuDNN's free choice of algorithms does not)."""
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_noise_floor.py"), "--device", "cpu"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    pairs = [line for line in proc.stdout.splitlines() if " vs " in line]
+    assert len(pairs) == 3, proc.stdout
+    for line in pairs:
+        assert line.count("0.0e+00") == 4, line
