@@ -3,8 +3,9 @@ path's results, checked on the CPU here and on the GPU by the `gpu`-marked tests
 benchmarks/gpu_check.sh). Channels-last and compile change only the order of float sums, so
 they match tightly; bf16 keeps 8 mantissa bits, so it matches to about 1e-2. The
 `*_steps_equal_eager_ones_on_gpu` tests run the search's and the training's own steps compiled
-with CUDA graphs (mode reduce-overhead, and torch's cudagraphs backend) against eager ones (tests/search/test_compile_config.py checks the same step protocol
-on the CPU with a stand-in for CUDA graphs)."""
+with CUDA graphs (mode reduce-overhead, and torch's cudagraphs backend) against eager ones
+(tests/search/test_compile_config.py checks the same step protocol on the CPU with a stand-in
+for CUDA graphs)."""
 
 from __future__ import annotations
 
