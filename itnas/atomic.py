@@ -26,9 +26,8 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs: Any) -> Iter
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
-        # mkstemp creates 0600; give the file the permissions a plain open() would (umask applies),
-        # so shared result folders stay readable by the team.
-        os.chmod(tmp, 0o666 & ~_umask())
+        # mkstemp creates 0600; shared result folders must stay readable by the team.
+        usual_mode(tmp, 0o666)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -37,10 +36,12 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs: Any) -> Iter
     _fsync_dir(path.parent)
 
 
-def _umask() -> int:
-    current = os.umask(0)
-    os.umask(current)
-    return current
+def usual_mode(path: str | os.PathLike, mode: int) -> None:
+    """Give an entry made by mkstemp/mkdtemp (0600/0700, private) the permissions a plain open()
+    (mode 0o666) or mkdir() (0o777) would have given it: `mode` less the process's umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, mode & ~umask)
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -18,7 +18,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from itnas.atomic import publish_folder
+from itnas.atomic import publish_folder, usual_mode
 from itnas.errors import DataError
 
 
@@ -133,9 +133,7 @@ def safe_extract(archive: str | os.PathLike, dest: str | os.PathLike,
         raise DataError(f"extraction target already exists: {dest}")
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".extracting", dir=dest.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's 0700 would make the extracted folder private
+    usual_mode(tmp, 0o777)  # mkdtemp's 0700 would make the extracted folder private
     try:
         try:
             if zipfile.is_zipfile(archive):

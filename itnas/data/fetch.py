@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from itnas.atomic import publish_folder, write_json
+from itnas.atomic import publish_folder, usual_mode, write_json
 from itnas.data.archive import safe_extract
 from itnas.data.registry import DatasetSpec, get_spec
 from itnas.errors import DataError, UserError
@@ -182,18 +182,11 @@ def staging_folder(root: str | os.PathLike, name: str) -> Iterator[Path]:
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".staging", dir=root))
-    _usual_mode(stage, 0o777)
+    usual_mode(stage, 0o777)
     try:
         yield stage
     finally:
         shutil.rmtree(stage, ignore_errors=True)
-
-
-def _usual_mode(path: Path, mode: int) -> None:
-    """mkdtemp/mkstemp make private (0700/0600) entries; shared data folders want the umask."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, mode & ~umask)
 
 
 def _folder_digest(folder: Path, quick: bool) -> dict:
@@ -241,7 +234,7 @@ def write_manifest(folder: str | os.PathLike, spec: DatasetSpec) -> dict:
     if folders:
         manifest["folders"] = {k: v for k, v in folders.items() if v["files"]}
     write_json(folder / MANIFEST, manifest)
-    _usual_mode(folder / MANIFEST, 0o666)
+    usual_mode(folder / MANIFEST, 0o666)
     return manifest
 
 
