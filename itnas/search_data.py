@@ -13,7 +13,7 @@ and flips there. Both use the same split; their augmentation draws differ (same 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,26 +72,27 @@ def search_batches(cfg: dict, seed: int, device: torch.device) -> SearchBatches:
     if min(len(weights_half), len(arch_half)) < batch:
         raise_small(cfg, len(weights_half), len(arch_half))
     steps = min(len(weights_half), len(arch_half)) // batch
-    make = _device_loaders if on_device else _data_loaders
-    weights, arch, val = make(cfg, spec, dataset, weights_half, arch_half, seed, device)
-    return SearchBatches(spec=spec, weight_loader=weights, arch_loader=arch, val_loader=val,
+    loader = (_device_loader if on_device else _data_loader)(cfg, spec, dataset, seed, device)
+    return SearchBatches(spec=spec, weight_loader=loader(weights_half, 0, True, batch),
+                         arch_loader=loader(arch_half, ARCH_STREAM, True, batch),
+                         val_loader=loader(arch_half, ARCH_STREAM, False, eval_batch_size(cfg)),
                          steps_per_epoch=steps, pipeline="device" if on_device else "loader")
 
 
-def _data_loaders(cfg, spec, dataset, weights_half, arch_half, seed, device) -> tuple[DataLoader, ...]:
+def _data_loader(cfg, spec, dataset, seed, device) -> Callable[..., DataLoader]:
+    """loader(indices, stream, shuffle, batch): a DataLoader over `indices` of `dataset`."""
     from itnas.data.loaders import make_loader
 
-    batch, workers = cfg["data"]["batch_size"], cfg["data"]["workers"]
+    def loader(indices, stream: int, shuffle: bool, batch: int) -> DataLoader:
+        return make_loader(dataset, batch, shuffle, seed + stream, cfg["data"]["workers"],
+                           device_type=device.type, indices=indices)
 
-    def loader(indices, stream: int, shuffle: bool, size: int = batch) -> DataLoader:
-        return make_loader(dataset, size, shuffle, seed + stream, workers, device_type=device.type,
-                           indices=indices)
-
-    return (loader(weights_half, 0, True), loader(arch_half, ARCH_STREAM, True),
-            loader(arch_half, ARCH_STREAM, False, eval_batch_size(cfg)))
+    return loader
 
 
-def _device_loaders(cfg, spec, dataset, weights_half, arch_half, seed, device) -> tuple[Any, ...]:
+def _device_loader(cfg, spec, dataset, seed, device) -> Callable[..., Any]:
+    """loader(indices, stream, shuffle, batch): a `DeviceLoader` over the same images, held on
+    `device`."""
     from itnas.data.gpu_pipeline import DeviceDataset, DeviceLoader
     from itnas.data.loaders import KeyedSubset
 
@@ -99,16 +100,14 @@ def _device_loaders(cfg, spec, dataset, weights_half, arch_half, seed, device) -
     # The halves index `dataset`, which `data.max_samples` may have cut to a subset of the
     # split; the device copy holds the whole split, so map them to the split's indices.
     parent = np.asarray(dataset.indices if isinstance(dataset, KeyedSubset) else range(len(dataset)))
-    batch = cfg["data"]["batch_size"]
 
-    def loader(indices, stream: int, shuffle: bool, size: int = batch) -> DeviceLoader:
+    def loader(indices, stream: int, shuffle: bool, batch: int) -> DeviceLoader:
         # Crop and flip, no cutout (DARTS's search augmentation, as the DataLoader path has it);
         # training streams drop the partial batch, which the steps per epoch never reach anyway.
-        return DeviceLoader(data, size, seed + stream, shuffle=shuffle, augment=True, cutout=0,
+        return DeviceLoader(data, batch, seed + stream, shuffle=shuffle, augment=True, cutout=0,
                             drop_last=shuffle, indices=parent[np.asarray(indices, dtype=np.int64)])
 
-    return (loader(weights_half, 0, True), loader(arch_half, ARCH_STREAM, True),
-            loader(arch_half, ARCH_STREAM, False, eval_batch_size(cfg)))
+    return loader
 
 
 def eval_batch_size(cfg: dict) -> int:
