@@ -92,7 +92,7 @@ def main(out_dir: str) -> int:
     results = {}
     # In the order gpu_check.sh runs them (by value), then anything else by name.
     order = ["plain", "compile_cudagraphs", "compile_cudagraphs_amp", "compile_cudagraphs_channels_last",
-             "compile_reduce_overhead", "amp", "channels_last", "compile_default"]
+             "compile_reduce_overhead"]
 
     def rank(path: Path) -> tuple:
         kind, _, variant = path.stem.partition("_")

@@ -158,6 +158,7 @@ class _EvalNetwork(nn.Module):
             c_prev_prev, c_prev = c_prev, cell.multiplier * c_curr
             if i == self.aux_index:
                 c_aux = c_prev
+        self._droppable_counts = [len(cell.droppable) for cell in self.cells]  # rows of each cell's masks
         self.auxiliary_head = self.aux_head_type(c_aux, num_classes) if auxiliary else None
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(c_prev, num_classes)
@@ -185,7 +186,7 @@ class _EvalNetwork(nn.Module):
         masks = None
         if self.training and self._drop_on:
             # One draw for every droppable edge of every cell (cell by cell, edge by edge).
-            counts = [len(cell.droppable) for cell in self.cells]
+            counts = self._droppable_counts
             masks = drop_masks(sum(counts), x.size(0), self._drop_prob, s1.dtype, s1.device).split(counts)
         for i, cell in enumerate(self.cells):
             s0, s1 = s1, cell(s0, s1, masks=masks[i] if masks is not None else None)
