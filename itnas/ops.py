@@ -243,6 +243,55 @@ class FactorizedReduce(nn.Module):
         return self.bn(torch.cat([self.conv_1(r), self.conv_2(shifted)], dim=1))
 
 
+class _AvgPoolNCHWBackward(torch.autograd.Function):
+    """avg_pool2d (count_include_pad=False) whose backward runs the NCHW kernel on a contiguous
+    copy of the gradient and hands the result back in channels-last.
+
+    Works around pytorch/pytorch#188344: on CUDA, avg_pool2d's channels-last backward kernel
+    ignored the padding offset and returned silently wrong input gradients whenever padding > 0
+    (forward right; NCHW right; fixed upstream by pytorch/pytorch#188345, July 2026, after the
+    torch 2.11 that the lent GPUs run). DARTS's avg_pool_3x3 pads by 1, so a channels-last
+    supernet on the GPU got wrong gradients while its logits agreed (docs/performance.md). The
+    two layout copies cost two small kernels per pooling backward; the gradient is the NCHW
+    kernel's own, bit for bit."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, kernel: int, stride: int, padding: int) -> torch.Tensor:
+        ctx.shape, ctx.args = x.shape, (kernel, stride, padding)
+        return F.avg_pool2d(x, kernel, stride, padding, count_include_pad=False)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None, None]:
+        k, s, p = ctx.args
+        like = grad.new_empty(ctx.shape)  # contiguous; the kernel reads only its shape and layout
+        grad_x = torch.ops.aten.avg_pool2d_backward(grad.contiguous(), like, [k, k], [s, s], [p, p],
+                                                    False, False, None)
+        return grad_x.contiguous(memory_format=torch.channels_last), None, None, None
+
+
+def avg_pool(x: torch.Tensor, kernel: int, stride: int, padding: int, nchw_backward: bool | None = None) -> torch.Tensor:
+    """F.avg_pool2d(x, ..., count_include_pad=False), with the backward of a channels-last CUDA
+    input taken by the NCHW kernel (`_AvgPoolNCHWBackward`). `nchw_backward` forces that route
+    on or off (None: on exactly for CUDA channels-last input with padding, the broken case)."""
+    if nchw_backward is None:
+        nchw_backward = padding > 0 and x.is_cuda and is_channels_last(x)
+    if nchw_backward and x.requires_grad:
+        return _AvgPoolNCHWBackward.apply(x, kernel, stride, padding)
+    return F.avg_pool2d(x, kernel, stride, padding, count_include_pad=False)
+
+
+class AvgPool3x3(nn.AvgPool2d):
+    """DARTS's avg_pool_3x3 (padding 1, padding not counted), safe in channels-last on CUDA
+    (`avg_pool`)."""
+
+    def __init__(self, stride: int):
+        super().__init__(3, stride=stride, padding=1, count_include_pad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return avg_pool(x, 3, self.stride, 1)
+
+
 def make_op(name: str, channels: int, stride: int, affine: bool) -> nn.Module:
     """Build primitive `name` mapping `channels` to `channels` with the given stride."""
     c = channels
@@ -255,7 +304,7 @@ def make_op(name: str, channels: int, stride: int, affine: bool) -> nn.Module:
     if name == "dil_conv_5x5":
         return DilConv(c, c, 5, stride, 4, 2, affine)
     if name == "avg_pool_3x3":
-        return nn.AvgPool2d(3, stride=stride, padding=1, count_include_pad=False)
+        return AvgPool3x3(stride)
     if name == "max_pool_3x3":
         return nn.MaxPool2d(3, stride=stride, padding=1)
     if name == "skip_connect":

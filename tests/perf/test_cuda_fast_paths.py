@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from itnas import device as dev
 from itnas.genotypes import lookup
 from itnas.networks import build_network
+from itnas.ops import PRIMITIVES, make_op
 from itnas.policies import build_policy
 from itnas.supernet import MixedOp, SearchNetwork, SharedInput
 from tests.perf.conftest import assert_rel_close
@@ -76,6 +77,34 @@ def _check_channels_last(device):
         assert_rel_close(g, rg, 2e-3, name)
 
 
+def _check_primitives_channels_last(device):
+    """Every primitive at both strides, channels-last against contiguous (output, input and
+    parameter gradients), all failures reported together: a layout bug in one kernel is named,
+    not only seen in the stem's gradient (how pytorch/pytorch#188344, avg_pool2d's CUDA
+    channels-last backward, first showed here)."""
+    failures = []
+    for name in PRIMITIVES:
+        for stride in (1, 2):
+            torch.manual_seed(0)
+            op = make_op(name, 8, stride, affine=True).to(device)
+            fast = copy.deepcopy(op).to(memory_format=CL)
+            x = torch.randn(4, 8, 16, 16, device=device)
+            g = torch.randn_like(op(x))
+            results = []
+            for module, layout in ((fast, CL), (op, torch.contiguous_format)):
+                xi = x.contiguous(memory_format=layout).requires_grad_()
+                out = module(xi)
+                out.backward(g.contiguous(memory_format=layout))
+                results.append([out.detach(), xi.grad] + [p.grad for p in module.parameters()])
+            labels = ["output", "input gradient"] + [f"{n} gradient" for n, _ in op.named_parameters()]
+            for label, a, b in zip(labels, *results):
+                try:
+                    assert_rel_close(a, b, 1e-4, f"{name} stride {stride} {label}")
+                except AssertionError as exc:
+                    failures.append(str(exc))
+    assert not failures, "; ".join(failures)
+
+
 def _check_bf16(device, step, build):
     net = build(device)
     policy = net[1] if isinstance(net, tuple) else None
@@ -96,6 +125,52 @@ def _check_bf16(device, step, build):
 
 def test_channels_last_supernet_equals_the_contiguous_one_on_cpu():
     _check_channels_last(torch.device("cpu"))
+
+
+def test_each_primitive_in_channels_last_equals_the_contiguous_one_on_cpu():
+    _check_primitives_channels_last(torch.device("cpu"))
+
+
+class _PaddingBlindPoolBackward(torch.autograd.Function):
+    """avg_pool2d (count_include_pad=False) with the backward of pytorch/pytorch#188344: input
+    pixel (h, w) takes the gradient of padded position (h, w), not (h + pad, w + pad)."""
+
+    @staticmethod
+    def forward(ctx, x, kernel, stride, padding):
+        ctx.shape, ctx.args = x.shape, (kernel, stride, padding)
+        return F.avg_pool2d(x, kernel, stride, padding, count_include_pad=False)
+
+    @staticmethod
+    def backward(ctx, grad):
+        k, s, p = ctx.args
+        n, c, h, w = ctx.shape
+        with torch.enable_grad():
+            padded = grad.new_zeros(n, c, h + 2 * p, w + 2 * p).requires_grad_()
+            inside = F.pad(grad.new_ones(1, 1, h, w), (p, p, p, p))
+            out = F.avg_pool2d(padded, k, s, 0) / F.avg_pool2d(inside, k, s, 0)
+            (full,) = torch.autograd.grad(out, padded, grad)
+        return full[:, :, :h, :w].contiguous(memory_format=CL), None, None, None
+
+
+def test_the_channels_last_checks_name_a_padding_blind_pooling_backward(monkeypatch):
+    """The checks can fail, and for the reason they failed on the H200: with torch 2.11's CUDA
+    avg_pool2d channels-last backward emulated on the CPU, the primitive check names
+    avg_pool_3x3, and the supernet check fails at the stem's weight gradient as the GPU run did
+    (0.142 off out of 0.235 there, 2026-11-28)."""
+    from itnas import ops
+
+    def blind(x, kernel, stride, padding, nchw_backward=None):
+        if ops.is_channels_last(x) and x.requires_grad:
+            return _PaddingBlindPoolBackward.apply(x, kernel, stride, padding)
+        return F.avg_pool2d(x, kernel, stride, padding, count_include_pad=False)
+
+    monkeypatch.setattr(ops, "avg_pool", blind)
+    with pytest.raises(AssertionError) as primitives:
+        _check_primitives_channels_last(torch.device("cpu"))
+    failing = {part.split(" stride")[0] for part in str(primitives.value).split("; ")}
+    assert failing == {"avg_pool_3x3"}, primitives.value
+    with pytest.raises(AssertionError, match=r"^stem\.0\.weight: max error 0\.14\d+ > 0\.002 x 0\.235"):
+        _check_channels_last(torch.device("cpu"))
 
 
 def test_bf16_autocast_supernet_stays_close_to_float32_on_cpu():
@@ -159,6 +234,32 @@ def test_fast_supernet_equals_plain_on_gpu(cuda):
 @pytest.mark.gpu
 def test_channels_last_supernet_equals_the_contiguous_one_on_gpu(cuda):
     _check_channels_last(cuda)
+
+
+@pytest.mark.gpu
+def test_each_primitive_in_channels_last_equals_the_contiguous_one_on_gpu(cuda):
+    _check_primitives_channels_last(cuda)
+
+
+@pytest.mark.gpu
+def test_avg_pool_channels_last_gradient_equals_the_nchw_one_on_gpu(cuda):
+    """pytorch/pytorch#188344: torch's own CUDA kernel got this wrong when padding > 0 (fixed
+    after torch 2.11); `ops.avg_pool` routes the backward through the NCHW kernel."""
+    from itnas.ops import avg_pool
+
+    torch.manual_seed(0)
+    for stride in (1, 2):
+        x = torch.randn(2, 8, 16, 16, device=cuda)
+        g = torch.randn_like(F.avg_pool2d(x, 3, stride, 1))
+        results = []
+        for layout in (CL, torch.contiguous_format):
+            xi = x.contiguous(memory_format=layout).requires_grad_()
+            out = avg_pool(xi, 3, stride, 1)
+            out.backward(g.contiguous(memory_format=layout))
+            results.append((out.detach(), xi.grad))
+        (out, grad), (ref, ref_grad) = results
+        assert_rel_close(out, ref, 1e-6, f"stride {stride} output")
+        assert_rel_close(grad, ref_grad, 1e-6, f"stride {stride} input gradient")
 
 
 @pytest.mark.gpu

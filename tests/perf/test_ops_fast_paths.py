@@ -98,3 +98,38 @@ def test_evaluation_network_fast_paths_match_the_plain_network(layout):
     assert torch.equal(out, ref)
     for (name, _), g, rg in zip(net.named_parameters(), grads, ref_grads):
         assert_rel_close(g, rg, 1e-4, name)
+
+
+def _pool_grads(x, g, **kw):
+    x = x.detach().requires_grad_()
+    out = ops.avg_pool(x, 3, kw.pop("stride"), 1, **kw)
+    out.backward(g)
+    return out.detach(), x.grad
+
+
+@pytest.mark.parametrize("stride,size", [(1, 8), (2, 8), (1, 7), (2, 7)])
+def test_avg_pool_with_the_nchw_backward_equals_the_plain_pooling(stride, size):
+    """The route around pytorch/pytorch#188344 (CUDA's channels-last avg_pool2d backward ignored
+    the padding): forced on here, on the CPU, it must give the NCHW kernel's gradient bit for bit
+    and keep the channels-last layout."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, size, size)
+    g = torch.randn_like(F.avg_pool2d(x, 3, stride, 1))
+    ref, ref_grad = _pool_grads(x, g, stride=stride, nchw_backward=False)
+    out, grad = _pool_grads(x.contiguous(memory_format=torch.channels_last),
+                            g.contiguous(memory_format=torch.channels_last), stride=stride, nchw_backward=True)
+    assert torch.equal(out, ref)
+    assert torch.equal(grad, ref_grad)
+    assert grad.is_contiguous(memory_format=torch.channels_last) and not grad.is_contiguous()
+    # Mean over the window inside the image: the corner of a stride-1 pooling averages 4 pixels.
+    assert torch.allclose(ref[0, 0, 0, 0], x[0, 0, :2, :2].mean())
+
+
+def test_avg_pool_takes_the_nchw_backward_only_for_channels_last_cuda_input():
+    x = torch.randn(1, 2, 6, 6, requires_grad=True)
+    assert type(ops.avg_pool(x, 3, 1, 1).grad_fn).__name__ == "AvgPool2DBackward0"  # CPU: stock
+    forced = ops.avg_pool(x.contiguous(memory_format=torch.channels_last), 3, 1, 1, nchw_backward=True)
+    assert "_AvgPoolNCHWBackward" in type(forced.grad_fn).__name__
+    op = ops.make_op("avg_pool_3x3", 2, 2, affine=False)
+    assert isinstance(op, torch.nn.AvgPool2d) and torch.equal(op(x), F.avg_pool2d(x, 3, 2, 1, count_include_pad=False))
+
