@@ -9,7 +9,9 @@
 #
 # Two phases within BUDGET seconds (default 540):
 #   1. alone, one after the other: the plain (fp32, NCHW, eager) supernet and training steps, the
-#      baseline. Eager steps are bound by the host CPU's launches, so nothing else runs meanwhile.
+#      baseline, and the supernet with its whole steps recorded as CUDA graphs (compile
+#      step-graphs, NCHW and channels-last). Eager steps are bound by the host CPU's launches,
+#      and these compile nothing, so nothing else runs meanwhile.
 #   2. at the same time, in the background, each under the time that is left:
 #      - compiled benches: `cudagraphs` (torch's backend: CUDA graphs of the captured graph, no
 #        Inductor, the quickest compile), the same with bf16 autocast and with channels-last,
@@ -26,8 +28,9 @@
 # Knobs: BUDGET, OUT, PYTHON, STEPS, TRAIN_STEPS, COMPILE (0: no compiled benches), TESTS (0: no
 # tests), TEST_TIMEOUT (seconds per test), COMPILE_THREADS, ONLY (a regular expression over the
 # part names, e.g. ONLY='supernet_compile_reduce_overhead|tests_graphs'; parts: supernet_plain,
-# train_plain, {supernet,train}_compile_{cudagraphs,reduce_overhead,cudagraphs_amp,
-# cudagraphs_channels_last}, tests_graphs, tests_others). Needs only python3 with torch and
+# supernet_step_graphs, supernet_step_graphs_channels_last, train_plain,
+# {supernet,train}_compile_{cudagraphs,reduce_overhead,cudagraphs_amp,cudagraphs_channels_last},
+# tests_graphs, tests_others). Needs only python3 with torch and
 # numpy; pytest (and pytest-timeout) are used where installed, else benchmarks/run_gpu_tests.py.
 set -u
 
@@ -160,9 +163,15 @@ tests() {
     git status --porcelain 2>/dev/null | grep -q . && echo "working tree has uncommitted changes"
 } 2>&1 | tee "$OUT/env.txt"
 
-# 1. The baseline, alone: plain eager steps (ITNAS variant: what the paper's search runs).
+# 1. The baseline, alone: plain eager steps (ITNAS variant: what the paper's search runs). Then,
+#    also alone, the search's steps recorded whole as CUDA graphs (compile step-graphs: nothing to
+#    compile, so nothing to overlap), in NCHW and in channels-last.
 run supernet_plain 120 "${BENCH[@]}" supernet --variant itnas $SUPERNET --steps "$STEPS" --warmup $WARMUP \
     --device "$DEVICE" $PLAIN $EXTRA --json
+run supernet_step_graphs 120 "${BENCH[@]}" supernet --variant itnas $SUPERNET --steps "$STEPS" --warmup $WARMUP \
+    --device "$DEVICE" $PLAIN --compile step-graphs $EXTRA --json
+run supernet_step_graphs_channels_last 120 "${BENCH[@]}" supernet --variant itnas $SUPERNET --steps "$STEPS" \
+    --warmup $WARMUP --device "$DEVICE" --amp false --channels-last true --compile step-graphs $EXTRA --json
 run train_plain 90 "${BENCH[@]}" train --genotype DARTS_V2 $TRAIN --steps "$TRAIN_STEPS" --warmup $WARMUP \
     --device "$DEVICE" $PLAIN $EXTRA --json
 

@@ -91,8 +91,8 @@ def main(out_dir: str) -> int:
     summary["tests"] = dict(tests)
     results = {}
     # In the order gpu_check.sh runs them (by value), then anything else by name.
-    order = ["plain", "compile_cudagraphs", "compile_cudagraphs_amp", "compile_cudagraphs_channels_last",
-             "compile_reduce_overhead"]
+    order = ["plain", "step_graphs", "step_graphs_channels_last", "compile_cudagraphs", "compile_cudagraphs_amp",
+             "compile_cudagraphs_channels_last", "compile_reduce_overhead"]
 
     def rank(path: Path) -> tuple:
         kind, _, variant = path.stem.partition("_")

@@ -336,13 +336,16 @@ def bench_supernet(steps: int = 10, warmup: int = 2, lock: str | None = None, **
     result["search_step_s_median"] = statistics.median(a + w for a, w in zip(arch.wall, weight.wall))
     result.update(memory)
     result.update(evaluation)
+    if bench.searcher.graphs is not None:  # compile step-graphs: what was recorded and replayed
+        result["step_graphs"] = {name: {"backend": g.backend, "captures": g.captures, "replays": g.replays}
+                                 for name, g in bench.searcher.graphs.items()}
     # Counted after the timed steps and the memory figure, so neither sees the counting.
     result.update(bench.dispatches())
     return result
 
 
 def _warm_up(step: Callable[[], Any], n: int, device: torch.device, bench: Any) -> tuple[float, int]:
-    """Run `n` untimed steps, and one untimed evaluation batch where `bench` times them, and
+    """Run `n` untimed steps, and three untimed evaluation batches where `bench` times them, and
     return their wall seconds (compiling and recording CUDA graphs happen here, the eval-mode
     graph's included, so this is that cost) and their peak memory; the timed steps' peak-memory
     figure starts after them (CUDA graphs take their memory pool while recording, so for them
@@ -351,7 +354,9 @@ def _warm_up(step: Callable[[], Any], n: int, device: torch.device, bench: Any) 
     for _ in range(n):
         step()
     if bench.eval_batch_size:
-        bench.eval_step()
+        # Three: CUDA-graph trees record on the second call, step-graphs on the third.
+        for _ in range(3 if n else 1):
+            bench.eval_step()
     synchronize(device)
     peak = dev.peak_memory_bytes(device)
     dev.reset_peak_memory(device)

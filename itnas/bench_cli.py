@@ -34,6 +34,8 @@ over random images, so its cost is in the step.
 torch's backend that records the captured graph's eager kernels without Inductor's code
 generation (much less compile time, no fusion). Compilation happens in the warm-up steps, so
 give it a few (--warmup 3; CUDA-graph modes record on the second call and replay from the third).
+--compile step-graphs (supernet only) compiles nothing: each whole search step is recorded as
+one CUDA graph after two eager steps and replayed (itnas/graphs.py; eager on the CPU).
 dispatches_per_step is the number of aten operators one weight step dispatches (forward,
 backward, clipping, optimizer), counted once after the timed steps: a proxy of launch overhead
 that does not need a GPU. Compare it between runs on the same device type (CUDA uses foreach
@@ -53,10 +55,10 @@ def _tri(value: str) -> bool | str:
 
 
 def _compile_mode(value: str) -> str:
-    from itnas.device import COMPILE_MODES
+    from itnas.device import JOB_MODES
 
-    if value != "auto" and value not in COMPILE_MODES:
-        raise argparse.ArgumentTypeError(f"expected auto or one of {', '.join(COMPILE_MODES)}, got {value!r}")
+    if value != "auto" and value not in JOB_MODES["search"]:
+        raise argparse.ArgumentTypeError(f"expected auto or one of {', '.join(JOB_MODES['search'])}, got {value!r}")
     return value
 
 
@@ -73,7 +75,8 @@ def _common(p: argparse.ArgumentParser, batch: int | None) -> None:
     p.add_argument("--compile", type=_compile_mode, nargs="?", const="default", default=False,
                    metavar="MODE", help="wrap the network in torch.compile; MODE: default (a bare "
                    "--compile), reduce-overhead (CUDA graphs), max-autotune, max-autotune-no-cudagraphs, "
-                   "cudagraphs (CUDA graphs of the captured graph, no Inductor: quick to compile), auto (the "
+                   "cudagraphs (CUDA graphs of the captured graph, no Inductor: quick to compile), step-graphs "
+                   "(supernet only: each whole step recorded as one CUDA graph, nothing compiled), auto (the "
                    "configs' rule: reduce-overhead for training and cudagraphs for the search on CUDA, eager on the CPU)")
     p.add_argument("--threads", type=int, metavar="T", help="torch CPU threads (default: torch's)")
     p.add_argument("--data", choices=("synthetic", "device"), default="synthetic",

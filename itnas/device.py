@@ -93,6 +93,10 @@ def resolve_flag(value: bool | str, device: torch.device, flag: str) -> bool:
 # graphs are 'cudagraphs' and those for which torch._inductor.list_mode_options sets
 # triton.cudagraphs.
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs", "cudagraphs")
+# Not a torch.compile mode: the search's whole steps recorded as CUDA graphs with
+# torch.cuda.graph, nothing compiled (itnas/graphs.py). Search only; eager where CUDA is absent.
+STEP_GRAPHS = "step-graphs"
+JOB_MODES = {"search": (*COMPILE_MODES, STEP_GRAPHS), "train": COMPILE_MODES}
 CUDA_GRAPH_MODES = frozenset({"reduce-overhead", "max-autotune", "cudagraphs"})
 BACKEND_MODES = frozenset({"cudagraphs"})  # modes that name a torch.compile backend, not an Inductor mode
 
@@ -123,9 +127,9 @@ def compile_mode(value: bool | str | None, what: str = "key 'compile'", device: 
         return "default"
     if value == "auto":
         return None if device is None or distributed else AUTO_COMPILE[job].get(device.type)
-    if value in COMPILE_MODES:
+    if value in JOB_MODES[job]:
         return str(value)
-    raise UserError(f"{what}: expected false, true, auto or one of {', '.join(COMPILE_MODES)}, got {value!r}")
+    raise UserError(f"{what}: expected false, true, auto or one of {', '.join(JOB_MODES[job])}, got {value!r}")
 
 
 def compile_module(module: torch.nn.Module, mode: str | None) -> torch.nn.Module:
@@ -138,7 +142,7 @@ def compile_module(module: torch.nn.Module, mode: str | None) -> torch.nn.Module
     drop-path switches on (epoch 2) then failed in fake-tensor tracing of `torch.rand` with a
     symbolic size and a `generator` argument (networks.drop_masks; torch 2.14, CPU aot_eager).
     """
-    if mode is None:
+    if mode is None or mode == STEP_GRAPHS:  # step-graphs records the whole step instead
         return module
     if mode in BACKEND_MODES:
         return torch.compile(module, backend=mode, dynamic=False)

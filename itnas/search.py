@@ -27,6 +27,7 @@ from itnas import tracking
 from itnas.derive import derive, method_for
 from itnas.errors import UserError
 from itnas.formats import save_arch_state, save_genotype, validate_arch_state
+from itnas.graphs import StepGraph, graphs_backend, make_capturable
 from itnas.loop import RunDir, check_finite, json_safe
 from itnas.policies import (
     ArchPolicy,
@@ -80,8 +81,9 @@ def _identity(cfg: dict, seed: int) -> dict:
     return {"stage": "search", "config": keep, "seed": seed}
 
 
-def _accuracy(logits: torch.Tensor, target: torch.Tensor) -> float:
-    return float((logits.argmax(1) == target).float().sum())
+def _correct(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """How many predictions are right, as a tensor (read on the host after the step)."""
+    return (logits.argmax(1) == target).sum()
 
 
 class Searcher:
@@ -101,13 +103,29 @@ class Searcher:
         self.compile_mode = dev.compile_mode(cfg["runtime"]["compile"], "key 'runtime.compile'", device, "search")
         self.cuda_graphs = dev.uses_cuda_graphs(self.compile_mode)
         self.forward_net = dev.compile_module(self.net, self.compile_mode)
+        self.weights = list(self.net.parameters())
+        self.arch_params = list(self.policy.parameters())
         o, a = cfg["optim"], cfg["arch_optim"]
-        self.w_opt = torch.optim.SGD(self.net.parameters(), lr=o["lr"], momentum=o["momentum"],
+        self.w_opt = torch.optim.SGD(self.weights, lr=o["lr"], momentum=o["momentum"],
                                      weight_decay=o["weight_decay"])
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.w_opt, T_max=cfg["epochs"],
                                                                     eta_min=o["lr_min"])
-        self.a_opt = torch.optim.Adam(self.policy.parameters(), lr=a["lr"], betas=tuple(a["betas"]),
+        self.a_opt = torch.optim.Adam(self.arch_params, lr=a["lr"], betas=tuple(a["betas"]),
                                       weight_decay=a["weight_decay"])
+        # compile: step-graphs records each whole step as a CUDA graph (itnas/graphs.py).
+        self.graphs: dict[str, StepGraph] | None = None
+        if self.compile_mode == dev.STEP_GRAPHS:
+            backend = graphs_backend(device)
+            if backend == "eager":
+                log.warning("runtime.compile: step-graphs records CUDA graphs; on %s the steps run eagerly",
+                            device.type)
+            if a["order"] == "second":
+                log.warning("runtime.compile: step-graphs records first-order architecture steps only; "
+                            "the second-order ones run eagerly")
+            self.graphs = {"arch": StepGraph(self._arch_body, "architecture step", backend),
+                           "weight": StepGraph(self._weight_body, "weight step", backend),
+                           "eval": StepGraph(self._eval_body, "evaluation batch", backend)}
+            make_capturable(self.a_opt, backend != "eager")
 
     # -- state ---------------------------------------------------------------------------
     def state(self) -> dict:
@@ -121,6 +139,8 @@ class Searcher:
         self.w_opt.load_state_dict(state["w_opt"])
         self.a_opt.load_state_dict(state["a_opt"])
         self.scheduler.load_state_dict(state["scheduler"])
+        # A checkpoint carries the flag of the run that wrote it; this run's mode decides.
+        make_capturable(self.a_opt, self.graphs is not None and self.graphs["arch"].backend != "eager")
 
     # -- steps ---------------------------------------------------------------------------
     def _prepare(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -131,30 +151,60 @@ class Searcher:
             logits = self.forward_net(x, self.policy.all_weights())
             return F.cross_entropy(logits.float(), y), logits
 
+    def _graph_key(self) -> tuple[float, float]:
+        """The Python numbers a recorded step freezes: the weights' learning rate and the
+        temperature (both change once per epoch; a new key records the steps again)."""
+        return self.w_opt.param_groups[0]["lr"], float(self.policy.tau)
+
     def arch_step(self, x_val: torch.Tensor, y_val: torch.Tensor, x_tr: torch.Tensor, y_tr: torch.Tensor) -> float:
+        if self.cfg["arch_optim"]["order"] == "second":
+            if self.cuda_graphs:
+                dev.cuda_graph_step_begin()
+            self.a_opt.zero_grad(set_to_none=True)
+            loss = self._unrolled_grad(x_val, y_val, x_tr, y_tr)
+            self.a_opt.step()
+            return loss
+        if self.graphs is not None:
+            return float(self.graphs["arch"](self._graph_key(), x_val, y_val))
         if self.cuda_graphs:
             dev.cuda_graph_step_begin()
+        return float(self._arch_body(x_val, y_val))
+
+    def _arch_body(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """One first-order architecture step; returns the loss as a tensor (no host read, so
+        that it can be recorded as a CUDA graph)."""
         self.a_opt.zero_grad(set_to_none=True)
-        if self.cfg["arch_optim"]["order"] == "second":
-            loss = self._unrolled_grad(x_val, y_val, x_tr, y_tr)
-        else:
-            loss, _ = self.loss(x_val, y_val)
-            # Only the architecture gradient: autograd then skips every weight-gradient kernel
-            # (a third of the backward) and leaves the weights' .grad untouched.
-            loss.backward(inputs=list(self.policy.parameters()))
-            loss = float(loss.detach())
+        loss, _ = self.loss(x, y)
+        # Only the architecture gradient: autograd then skips every weight-gradient kernel
+        # (a third of the backward) and leaves the weights' .grad untouched.
+        loss.backward(inputs=self.arch_params)
         self.a_opt.step()
-        return loss
+        return loss.detach()
 
     def weight_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
-        if self.cuda_graphs:
-            dev.cuda_graph_step_begin()
+        if self.graphs is not None:
+            loss, correct = self.graphs["weight"](self._graph_key(), x, y)
+        else:
+            if self.cuda_graphs:
+                dev.cuda_graph_step_begin()
+            loss, correct = self._weight_body(x, y)
+        return float(loss), float(correct)
+
+    def _weight_body(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One weight step; returns the loss and the number of correct predictions as tensors."""
         self.w_opt.zero_grad(set_to_none=True)
         loss, logits = self.loss(x, y)
-        loss.backward()
-        nn.utils.clip_grad_norm_(self.net.parameters(), self.cfg["optim"]["grad_clip"])
+        # Only the weights' gradient: the architecture's would be set to None unread by the next
+        # architecture step, so autograd skips the edge weights' share of the backward.
+        loss.backward(inputs=self.weights)
+        nn.utils.clip_grad_norm_(self.weights, self.cfg["optim"]["grad_clip"])
         self.w_opt.step()
-        return float(loss.detach()), _accuracy(logits.detach(), y)
+        return loss.detach(), _correct(logits.detach(), y)
+
+    def _eval_body(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.no_grad():
+            loss, logits = self.loss(x, y)
+            return loss, _correct(logits, y)
 
     def _unrolled_grad(self, x_val, y_val, x_tr, y_tr) -> float:
         """DARTS second order: grad_a L_val(w', a) - xi * Hessian-vector term, w' = one SGD step."""
@@ -199,11 +249,14 @@ class Searcher:
         total = loss_sum = correct = 0.0
         for x, y in batches:
             x, y = self._prepare(x, y)
-            if self.cuda_graphs:
-                dev.cuda_graph_step_begin()
-            loss, logits = self.loss(x, y)
+            if self.graphs is not None:
+                loss, right = self.graphs["eval"](self._graph_key(), x, y)
+            else:
+                if self.cuda_graphs:
+                    dev.cuda_graph_step_begin()
+                loss, right = self._eval_body(x, y)
             loss_sum += float(loss) * y.numel()
-            correct += _accuracy(logits, y)
+            correct += float(right)
             total += y.numel()
         self.net.train()
         self.policy.train()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -105,13 +106,16 @@ def test_gpu_check_dry_run_times_the_baselines_runs_the_tests_beside_them_and_su
                           capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     summary = json.loads((out / "summary.json").read_text())
-    assert set(summary["runs"]) == {"supernet_plain", "train_plain"}
+    assert set(summary["runs"]) == {"supernet_plain", "supernet_step_graphs", "supernet_step_graphs_channels_last",
+                                    "train_plain"}
+    graphs = json.loads((out / "supernet_step_graphs.json").read_text().splitlines()[-1])
+    assert graphs["compile"] == "step-graphs" and graphs["step_graphs"]["weight"]["backend"] == "eager"  # CPU
     assert all(_positive(v["extrapolation"]["gpu_hours_with_val"]) for v in summary["runs"].values())
     tests = summary["tests"]
     assert "test_cudagraphs_backend_search_steps_equal_eager_ones_on_gpu" in tests  # group 'graphs'
     assert "test_channels_last_supernet_equals_the_contiguous_one_on_gpu" in tests  # group 'others'
     assert set(tests.values()) == {"SKIPPED"}
-    assert "tests_graphs ended (exit 0" in proc.stdout and "best search: supernet_plain" in proc.stdout
+    assert "tests_graphs ended (exit 0" in proc.stdout and re.search(r"best search: supernet_\w+ ->", proc.stdout)
 
 
 def test_gpu_noise_floor_finds_no_difference_between_cpu_runs():

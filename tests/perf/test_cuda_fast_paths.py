@@ -312,7 +312,7 @@ def _check_graphed_search(cuda, mode):
         dev.seed_everything(0)
         searchers.append(Searcher(cfg, 10, 3, cuda))
     eager, graphed = searchers
-    assert graphed.cuda_graphs and not eager.cuda_graphs
+    assert (graphed.cuda_graphs or graphed.graphs) and not eager.cuda_graphs
     start = [p.detach().clone() for p in eager.net.parameters()]
     batches = [_batch(cuda, n=8, seed=s) for s in range(11)]
     for k in range(5):
@@ -332,6 +332,60 @@ def _check_graphed_search(cuda, mode):
         assert_rel_close(a, b, 1e-2, "architecture parameters")
     evaluations = [s.evaluate([batches[10], batches[0]]) for s in searchers]
     assert _close(evaluations[1][0], evaluations[0][0], 1e-3), evaluations
+
+
+@pytest.mark.gpu
+def test_step_graphs_search_steps_equal_eager_ones_on_gpu(cuda):
+    """compile: step-graphs (itnas/graphs.py), the search's whole steps as recorded CUDA graphs:
+    the common check (steps 3-5 are the recording and two replays), then two more epochs' worth
+    of the protocol: a new temperature and learning rate (recorded again) and a validation of
+    four batches (two warm-up calls, the recording, a replay) and a shorter one (eager)."""
+    from itnas import device as dev
+
+    _check_graphed_search(cuda, dev.STEP_GRAPHS)
+    from itnas.bench import search_config
+    from itnas.search import Searcher
+
+    searchers = []
+    for compile in (False, dev.STEP_GRAPHS):
+        cfg = search_config("darts", 3, 4, 8, "cuda", False, False, compile)
+        cfg["arch"].update(gumbel=False, transition=True, tiep=False)
+        dev.seed_everything(0)
+        searchers.append(Searcher(cfg, 10, 3, cuda))
+    eager, graphed = searchers
+    batches = [_batch(cuda, n=8, seed=s) for s in range(8)]
+    val = [_batch(cuda, n=n, seed=20 + n) for n in (8, 8, 8, 8, 5)]
+    for epoch in range(2):
+        for s in searchers:
+            s.policy.set_temperature(2.0 - epoch)
+        for k in range(4):
+            (x_val, y_val), (x_tr, y_tr) = batches[2 * k], batches[2 * k + 1]
+            arch = [s.arch_step(x_val, y_val, x_tr, y_tr) for s in searchers]
+            weight = [s.weight_step(x_tr, y_tr)[0] for s in searchers]
+            assert _close(arch[1], arch[0], 1e-3) and _close(weight[1], weight[0], 1e-3), (epoch, k, arch, weight)
+        for s in searchers:
+            s.scheduler.step()
+        evaluations = [s.evaluate(val) for s in searchers]
+        assert _close(evaluations[1][0], evaluations[0][0], 1e-3), (epoch, evaluations)
+        assert evaluations[1][1] == pytest.approx(evaluations[0][1], abs=100 / 37), (epoch, evaluations)
+    counts = {k: (g.captures, g.replays) for k, g in graphed.graphs.items()}
+    assert counts == {"arch": (2, 4), "weight": (2, 4), "eval": (2, 4)}, counts
+
+
+@pytest.mark.gpu
+def test_a_step_graph_replays_new_inputs_and_fresh_random_numbers_on_gpu(cuda):
+    """The CUDA protocol itself: a replay reads the new input and draws new random numbers from
+    the default generator (the Gumbel noise of a recorded step must not be frozen)."""
+    from itnas.graphs import StepGraph
+
+    graph = StepGraph(lambda x: (x * 2, torch.rand(4, device=x.device)), "test", backend="cuda", warmup=2)
+    seen = []
+    for i in range(5):
+        doubled, noise = graph("k", torch.full((4,), float(i), device=cuda))
+        assert torch.equal(doubled, torch.full((4,), 2.0 * i, device=cuda)), (i, doubled)
+        seen.append(noise.clone())
+    assert (graph.captures, graph.replays) == (1, 2)
+    assert not torch.equal(seen[3], seen[4]) and not torch.equal(seen[2], seen[3])
 
 
 @pytest.mark.gpu
