@@ -149,6 +149,7 @@ class StepGraph:
         self.outputs: Any = None
         self.warm: dict[tuple, int] = {}  # eager calls so far, per input signature
         self.captures = self.replays = 0
+        self._side: torch.cuda.Stream | None = None
 
     def __call__(self, key: Hashable, *inputs: torch.Tensor) -> Any:
         if self.backend == "eager":
@@ -169,14 +170,16 @@ class StepGraph:
         return self._record(key, inputs)
 
     def _eager(self, inputs: Sequence[torch.Tensor]) -> Any:
-        if self.backend != "cuda":
+        if self.backend != "cuda" or self.graph is not None:
             return self.fn(*inputs)
-        # torch asks for warm-up iterations on a side stream before a capture.
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
+        # torch asks for the warm-up before a capture to run on a side stream (one per StepGraph,
+        # so that the allocator's blocks cached for it are reused).
+        if self._side is None:
+            self._side = torch.cuda.Stream()
+        self._side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(self._side):
             out = self.fn(*inputs)
-        torch.cuda.current_stream().wait_stream(side)
+        torch.cuda.current_stream().wait_stream(self._side)
         return out
 
     def _record(self, key: Hashable, inputs: Sequence[torch.Tensor]) -> Any:

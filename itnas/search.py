@@ -112,7 +112,9 @@ class Searcher:
                                                                     eta_min=o["lr_min"])
         self.a_opt = torch.optim.Adam(self.arch_params, lr=a["lr"], betas=tuple(a["betas"]),
                                       weight_decay=a["weight_decay"])
-        # compile: step-graphs records each whole step as a CUDA graph (itnas/graphs.py).
+        # The three steps a search runs; compile: step-graphs records each as a CUDA graph
+        # (itnas/graphs.py).
+        self.steps = {"arch": self._arch_body, "weight": self._weight_body, "eval": self._eval_body}
         self.graphs: dict[str, StepGraph] | None = None
         if self.compile_mode == dev.STEP_GRAPHS:
             backend = graphs_backend(device)
@@ -122,9 +124,7 @@ class Searcher:
             if a["order"] == "second":
                 log.warning("runtime.compile: step-graphs records first-order architecture steps only; "
                             "the second-order ones run eagerly")
-            self.graphs = {"arch": StepGraph(self._arch_body, "architecture step", backend),
-                           "weight": StepGraph(self._weight_body, "weight step", backend),
-                           "eval": StepGraph(self._eval_body, "evaluation batch", backend)}
+            self.graphs = {name: StepGraph(fn, f"{name} step", backend) for name, fn in self.steps.items()}
             make_capturable(self.a_opt, backend != "eager")
 
     # -- state ---------------------------------------------------------------------------
@@ -151,6 +151,16 @@ class Searcher:
             logits = self.forward_net(x, self.policy.all_weights())
             return F.cross_entropy(logits.float(), y), logits
 
+    def _run(self, step: str, *inputs: torch.Tensor) -> Any:
+        """Step `step` ('arch', 'weight' or 'eval') on `inputs`: under compile step-graphs its
+        recording (`StepGraph`), else its body, after starting a CUDA-graph generation in
+        torch.compile's CUDA-graph modes."""
+        if self.graphs is not None:
+            return self.graphs[step](self._graph_key(), *inputs)
+        if self.cuda_graphs:
+            dev.cuda_graph_step_begin()
+        return self.steps[step](*inputs)
+
     def _graph_key(self) -> tuple[float, float]:
         """The Python numbers a recorded step freezes: the weights' learning rate and the
         temperature (both change once per epoch; a new key records the steps again)."""
@@ -164,11 +174,7 @@ class Searcher:
             loss = self._unrolled_grad(x_val, y_val, x_tr, y_tr)
             self.a_opt.step()
             return loss
-        if self.graphs is not None:
-            return float(self.graphs["arch"](self._graph_key(), x_val, y_val))
-        if self.cuda_graphs:
-            dev.cuda_graph_step_begin()
-        return float(self._arch_body(x_val, y_val))
+        return float(self._run("arch", x_val, y_val))
 
     def _arch_body(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """One first-order architecture step; returns the loss as a tensor (no host read, so
@@ -182,12 +188,7 @@ class Searcher:
         return loss.detach()
 
     def weight_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
-        if self.graphs is not None:
-            loss, correct = self.graphs["weight"](self._graph_key(), x, y)
-        else:
-            if self.cuda_graphs:
-                dev.cuda_graph_step_begin()
-            loss, correct = self._weight_body(x, y)
+        loss, correct = self._run("weight", x, y)
         return float(loss), float(correct)
 
     def _weight_body(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -249,12 +250,7 @@ class Searcher:
         total = loss_sum = correct = 0.0
         for x, y in batches:
             x, y = self._prepare(x, y)
-            if self.graphs is not None:
-                loss, right = self.graphs["eval"](self._graph_key(), x, y)
-            else:
-                if self.cuda_graphs:
-                    dev.cuda_graph_step_begin()
-                loss, right = self._eval_body(x, y)
+            loss, right = self._run("eval", x, y)
             loss_sum += float(loss) * y.numel()
             correct += float(right)
             total += y.numel()
