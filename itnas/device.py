@@ -61,7 +61,9 @@ def set_deterministic(enabled: bool) -> None:
 #   as an explicit `true`, e.g. to halve memory or to try them under torch.compile.
 # - CUDA under CUDA graphs (H200, compile cudagraphs, 2026-11-28): bf16 still slower (supernet
 #   0.94 of the eager step against 0.86 without it; training 0.85 against 0.81); channels-last
-#   faster (0.81; 0.76) but its GPU equality test fails on the supernet (unexplained). Both stay off.
+#   faster (0.81; 0.76) but its GPU equality test failed on the supernet: torch 2.11's CUDA
+#   avg_pool2d channels-last backward ignores the padding (pytorch/pytorch#188344), routed around
+#   in ops.avg_pool since, not yet rerun on a GPU. Both stay off until then.
 # - bf16 autocast on the CPU: off (not measured to be faster; it also changes the numbers).
 # Device types not listed (mps, xpu, ...) get off.
 AUTO_FLAGS: dict[str, dict[str, bool]] = {

@@ -12,7 +12,7 @@ from torch import nn
 
 from itnas.errors import UserError
 from itnas.genotypes import Genotype
-from itnas.ops import Identity, drop_path, make_op, preprocess
+from itnas.ops import BatchNorm, Identity, drop_path, make_op, preprocess
 
 
 class EvalCell(nn.Module):
@@ -98,12 +98,12 @@ class _AuxiliaryHead(nn.Module):
         self.relu = nn.ReLU(inplace=False)
         layers: list[nn.Module] = [
             nn.Conv2d(channels, 128, 1, bias=False),
-            nn.BatchNorm2d(128),
+            BatchNorm(128),
             nn.ReLU(inplace=True),
             nn.Conv2d(128, 768, 2, bias=False),
         ]
         if self.bn_after_2x2:
-            layers.append(nn.BatchNorm2d(768))
+            layers.append(BatchNorm(768))
         layers.append(nn.ReLU(inplace=True))
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Linear(768, num_classes)
@@ -207,7 +207,7 @@ class NetworkCIFAR(_EvalNetwork):
         c_stem = 3 * init_channels
         self.stem = nn.Sequential(
             nn.Conv2d(in_channels, c_stem, 3, padding=1, bias=False),
-            nn.BatchNorm2d(c_stem),
+            BatchNorm(c_stem),
         )
         self._build_cells(genotype, layers, c_stem, init_channels, False, num_classes, auxiliary)
 
@@ -229,15 +229,15 @@ class NetworkImageNet(_EvalNetwork):
             raise UserError(f"the ImageNet network needs an even init_channels, got {c}")
         self.stem0 = nn.Sequential(
             nn.Conv2d(in_channels, c // 2, 3, stride=2, padding=1, bias=False),
-            nn.BatchNorm2d(c // 2),
+            BatchNorm(c // 2),
             nn.ReLU(inplace=True),
             nn.Conv2d(c // 2, c, 3, stride=2, padding=1, bias=False),
-            nn.BatchNorm2d(c),
+            BatchNorm(c),
         )
         self.stem1 = nn.Sequential(
             nn.ReLU(inplace=True),
             nn.Conv2d(c, c, 3, stride=2, padding=1, bias=False),
-            nn.BatchNorm2d(c),
+            BatchNorm(c),
         )
         # The first cell sees stem0 at twice stem1's resolution, hence reduction_prev=True.
         self._build_cells(genotype, layers, c, c, True, num_classes, auxiliary)

@@ -31,12 +31,26 @@ PRIMITIVES: tuple[str, ...] = (
 POOLING = frozenset({"avg_pool_3x3", "max_pool_3x3"})
 
 
+class BatchNorm(nn.BatchNorm2d):
+    """nn.BatchNorm2d without the batch counter: with a fixed momentum (0.1 in every network
+    here) `num_batches_tracked` is never read, and counting costs one kernel per BN per training
+    forward, 929 per supernet step (docs/performance.md). The buffer stays, at 0, so state dicts
+    keep their keys and load either way; outputs and running statistics are nn.BatchNorm2d's,
+    bit for bit (tested). With momentum None (a cumulative average) it counts as torch does."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.momentum is None or not self.track_running_stats:
+            return super().forward(x)
+        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                            self.training, self.momentum, self.eps)
+
+
 class ReLUConvBN(nn.Sequential):
     def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, padding: int, affine: bool = True):
         super().__init__(
             nn.ReLU(inplace=False),
             nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=padding, bias=False),
-            nn.BatchNorm2d(c_out, affine=affine),
+            BatchNorm(c_out, affine=affine),
         )
 
 
@@ -187,7 +201,7 @@ class DilConv(nn.Sequential):
             nn.Conv2d(c_in, c_in, kernel, stride=stride, padding=padding, dilation=dilation,
                       groups=c_in, bias=False),
             nn.Conv2d(c_in, c_out, 1, bias=False),
-            nn.BatchNorm2d(c_out, affine=affine),
+            BatchNorm(c_out, affine=affine),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -231,7 +245,7 @@ class FactorizedReduce(nn.Module):
         self.relu = nn.ReLU(inplace=False)
         self.conv_1 = nn.Conv2d(c_in, c_out // 2, 1, stride=2, bias=False)
         self.conv_2 = nn.Conv2d(c_in, c_out // 2, 1, stride=2, bias=False)
-        self.bn = nn.BatchNorm2d(c_out, affine=affine)
+        self.bn = BatchNorm(c_out, affine=affine)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.from_activated(self.relu(x))

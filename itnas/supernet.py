@@ -14,7 +14,15 @@ import torch
 from torch import nn
 
 from itnas.formats import ALL_EDGES
-from itnas.ops import POOLING, PRIMITIVES, Identity, is_channels_last, make_op, preprocess
+from itnas.ops import (
+    POOLING,
+    PRIMITIVES,
+    BatchNorm,
+    Identity,
+    is_channels_last,
+    make_op,
+    preprocess,
+)
 
 
 class SharedInput:
@@ -50,7 +58,7 @@ class MixedOp(nn.Module):
         for name in PRIMITIVES:
             op = make_op(name, channels, stride, affine=False)
             if name in POOLING:
-                op = nn.Sequential(op, nn.BatchNorm2d(channels, affine=False))
+                op = nn.Sequential(op, BatchNorm(channels, affine=False))
             ops.append(op)
         self.ops = nn.ModuleList(ops)
 
@@ -141,7 +149,7 @@ class SearchNetwork(nn.Module):
             raise ValueError(f"layers must be >= 3 (two reduction cells and a normal one), got {layers}")
         c = init_channels
         c_stem = stem_multiplier * c
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, c_stem, 3, padding=1, bias=False), nn.BatchNorm2d(c_stem))
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, c_stem, 3, padding=1, bias=False), BatchNorm(c_stem))
         c_pp, c_p, c_cur = c_stem, c_stem, c
         self.cells = nn.ModuleList()
         reduction_prev = False

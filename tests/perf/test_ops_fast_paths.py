@@ -133,3 +133,33 @@ def test_avg_pool_takes_the_nchw_backward_only_for_channels_last_cuda_input():
     op = ops.make_op("avg_pool_3x3", 2, 2, affine=False)
     assert isinstance(op, torch.nn.AvgPool2d) and torch.equal(op(x), F.avg_pool2d(x, 3, 2, 1, count_include_pad=False))
 
+
+
+@pytest.mark.parametrize("affine", [True, False])
+def test_batch_norm_without_the_counter_equals_torchs(affine):
+    """`ops.BatchNorm` skips the `num_batches_tracked += 1` kernel and nothing else: outputs,
+    gradients and running statistics bit-identical to nn.BatchNorm2d's, in training and in eval
+    mode, the same state-dict keys (a torch BN's state loads into it and back), one aten op
+    fewer per training forward."""
+    from itnas.bench import count_dispatches
+
+    torch.manual_seed(0)
+    ours, ref = ops.BatchNorm(6, affine=affine), torch.nn.BatchNorm2d(6, affine=affine)
+    ours.load_state_dict(ref.state_dict())
+    for step in range(3):
+        x = torch.randn(4, 6, 5, 5)
+        outs = []
+        for bn in (ours, ref):
+            xi = x.clone().requires_grad_()
+            out = bn(xi)
+            out.backward(torch.ones_like(out) * torch.arange(6.0).view(1, 6, 1, 1))
+            outs.append((out.detach(), xi.grad))
+        assert torch.equal(outs[0][0], outs[1][0]) and torch.equal(outs[0][1], outs[1][1]), step
+        assert torch.equal(ours.running_mean, ref.running_mean) and torch.equal(ours.running_var, ref.running_var)
+    assert int(ours.num_batches_tracked) == 0 and int(ref.num_batches_tracked) == 3
+    x = torch.randn(4, 6, 5, 5)
+    assert count_dispatches(lambda: ours(x)) == count_dispatches(lambda: ref(x)) - 1
+    ours.eval(), ref.eval()
+    assert torch.equal(ours(x), ref(x))
+    assert ours.state_dict().keys() == ref.state_dict().keys()
+    ref.load_state_dict(ours.state_dict())
