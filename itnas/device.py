@@ -131,6 +131,9 @@ def compile_mode(value: bool | str | None, what: str = "key 'compile'", device: 
         return None if device is None or distributed else AUTO_COMPILE[job].get(device.type)
     if value in JOB_MODES[job]:
         return str(value)
+    if value == STEP_GRAPHS:
+        raise UserError(f"{what}: step-graphs records the search's steps only; for training use "
+                        "reduce-overhead or cudagraphs (CUDA graphs of the compiled network)")
     raise UserError(f"{what}: expected false, true, auto or one of {', '.join(JOB_MODES[job])}, got {value!r}")
 
 
