@@ -95,6 +95,7 @@ class TapeGraph:
     the recorded tensors. For tests: a tape holds every intermediate tensor of the step."""
 
     executes_on_capture = True
+    warm_up_on_side_stream = False
 
     def __init__(self) -> None:
         self.tape: list = []
@@ -113,6 +114,7 @@ class _CudaGraph:
     """`torch.cuda.CUDAGraph` behind the interface `StepGraph` uses."""
 
     executes_on_capture = False
+    warm_up_on_side_stream = True  # as torch asks before a capture
 
     def __init__(self) -> None:
         self.graph = torch.cuda.CUDAGraph()
@@ -125,6 +127,10 @@ class _CudaGraph:
 
     def replay(self) -> None:
         self.graph.replay()
+
+
+# What each StepGraph backend records with (tests swap in other stand-ins).
+GRAPH_CLASSES: dict[str, type] = {"cuda": _CudaGraph, "tape": TapeGraph}
 
 
 def _signature(inputs: Sequence[torch.Tensor]) -> tuple:
@@ -170,10 +176,10 @@ class StepGraph:
         return self._record(key, inputs)
 
     def _eager(self, inputs: Sequence[torch.Tensor]) -> Any:
-        if self.backend != "cuda" or self.graph is not None:
+        if self.backend == "eager" or self.graph is not None or not GRAPH_CLASSES[self.backend].warm_up_on_side_stream:
             return self.fn(*inputs)
-        # torch asks for the warm-up before a capture to run on a side stream (one per StepGraph,
-        # so that the allocator's blocks cached for it are reused).
+        # A warm-up before a capture runs on a side stream (one per StepGraph, so that the
+        # allocator's blocks cached for it are reused).
         if self._side is None:
             self._side = torch.cuda.Stream()
         self._side.wait_stream(torch.cuda.current_stream())
@@ -186,19 +192,20 @@ class StepGraph:
         # Drop the old recording first: its memory pool is freed before the new one fills.
         self.graph = self.outputs = None
         self.static_inputs = [t.detach().clone() for t in inputs]  # clone keeps the memory layout
-        graph = _CudaGraph() if self.backend == "cuda" else TapeGraph()
+        graph = GRAPH_CLASSES[self.backend]()
         try:
             with graph.capture():
                 outputs = self.fn(*self.static_inputs)
         except RuntimeError as exc:
-            if self.backend != "cuda":
+            if graph.executes_on_capture:  # the step ran part way: nothing to fall back to
                 raise
             # A capture runs nothing, so this call's step has not happened: run it eagerly, and
             # every later one too (`captures` stays as it was, which the GPU tests check).
             log.warning("compile: step-graphs could not record the %s as a CUDA graph; it runs eagerly "
-                        "from now on (%s: %s)", self.name, type(exc).__name__, str(exc).splitlines()[0])
+                        "from now on (%s: %s)", self.name, type(exc).__name__, (str(exc) or "-").splitlines()[0])
             self.backend, self.static_inputs = "eager", []
-            torch.cuda.synchronize()
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
             return self.fn(*inputs)
         self.graph, self.outputs, self.key, self.shape = graph, outputs, key, _signature(inputs)
         self.captures += 1

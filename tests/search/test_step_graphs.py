@@ -9,6 +9,9 @@ arguments as a CUDA graph replays its kernels.
 - A search recorded this way (ITNAS variant: Gumbel draws, Eq. 11; learning rate and temperature
   changing between epochs; validation with a shorter last batch) ends bit-identical to the
   eager one, and a recording that missed the epoch's new learning rate and temperature would not.
+- StepGraph's CUDA branch, with a tape that leaves no trace of the recording (a CUDA capture
+  runs nothing): the recording call's step is the replay after it, still bit-identical; a
+  capture that fails leaves that step eager from then on, with a warning, and the search equal.
 - The config plumbing: `step-graphs` is a search mode only; on the CPU it runs eagerly.
 
 The GPU check of the real thing is `test_step_graphs_search_equals_eager_on_gpu` in
@@ -17,6 +20,7 @@ tests/perf/test_cuda_fast_paths.py.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 
@@ -204,6 +208,71 @@ def test_a_recording_that_missed_the_new_epochs_numbers_would_differ(tape, monke
     ref, got = _search(eager), _search(recorded)
     assert got[:9] == ref[:9]  # epoch 1 (4 arch and 4 weight steps, the validation) agrees
     assert got[9] != ref[9]
+
+
+class _DryTape(TapeGraph):
+    """A tape that, like a CUDA capture, leaves no trace of the recording: the step's tensors
+    (`state()`, set by the test) and the RNG are put back as they were, so the recording call's
+    step happens only in the replay that follows (`StepGraph`'s CUDA branch)."""
+
+    executes_on_capture = False
+    state = staticmethod(lambda: [])
+
+    @contextlib.contextmanager
+    def capture(self):
+        tensors = self.state()
+        saved, rng = [t.detach().clone() for t in tensors], torch.get_rng_state()
+        with super().capture():
+            yield
+        with torch.no_grad():
+            for t, s in zip(tensors, saved):
+                t.copy_(s)
+        torch.set_rng_state(rng)
+
+
+def _step_state(searcher):
+    """Every tensor a search step changes in place: weights, BN buffers, architecture parameters,
+    optimiser state."""
+    opt_state = [t for opt in (searcher.w_opt, searcher.a_opt) for st in opt.state.values()
+                 for t in st.values() if isinstance(t, torch.Tensor)]
+    return [*searcher.net.state_dict().values(), *searcher.policy.parameters(), *opt_state]
+
+
+@pytest.fixture
+def dry_tape(tape, monkeypatch):
+    monkeypatch.setitem(graphs.GRAPH_CLASSES, "tape", _DryTape)
+    return _DryTape
+
+
+def test_a_recording_that_runs_nothing_is_replayed_for_its_own_step(dry_tape, monkeypatch):
+    """StepGraph's CUDA branch (a capture executes nothing; the recording call's step is the
+    replay right after it): still bit-identical to the eager search."""
+    eager, recorded = _searcher(False, False), _searcher(dev.STEP_GRAPHS, False)
+    monkeypatch.setattr(dry_tape, "state", staticmethod(lambda: _step_state(recorded)))
+    assert _search(recorded) == _search(eager)
+    for a, b in zip(_step_state(recorded), _step_state(eager)):
+        assert torch.equal(a, b)
+    assert {k: g.captures for k, g in recorded.graphs.items()} == {"arch": 2, "weight": 2, "eval": 2}
+
+
+def test_a_failed_recording_runs_that_step_eagerly_from_then_on(dry_tape, monkeypatch, caplog):
+    """A capture that fails (here: the weight step's, at its first recording) costs nothing but
+    speed: the step runs eagerly, once, and every later one too; a warning names it."""
+    eager, recorded = _searcher(False, False), _searcher(dev.STEP_GRAPHS, False)
+    monkeypatch.setattr(dry_tape, "state", staticmethod(lambda: _step_state(recorded)))
+    body = recorded.graphs["weight"].fn
+
+    def fails_when_recorded(*inputs):
+        if any(isinstance(m, graphs._Recorder) for m in torch.utils._python_dispatch._get_current_dispatch_mode_stack()):
+            raise RuntimeError("operation not permitted when stream is capturing")
+        return body(*inputs)
+
+    recorded.graphs["weight"].fn = fails_when_recorded
+    with caplog.at_level(logging.WARNING, logger="itnas.graphs"):
+        assert _search(recorded) == _search(eager)
+    assert "could not record the weight step" in caplog.text and "not permitted" in caplog.text
+    assert recorded.graphs["weight"].backend == "eager" and recorded.graphs["weight"].captures == 0
+    assert recorded.graphs["arch"].captures == 2
 
 
 def test_step_graphs_run_eagerly_on_the_cpu_with_a_warning(caplog):
