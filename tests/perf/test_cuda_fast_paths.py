@@ -286,55 +286,6 @@ def _close(a: float, b: float, rel: float) -> bool:
 
 
 @pytest.mark.gpu
-def test_reduce_overhead_search_steps_equal_eager_ones_on_gpu(cuda):
-    _check_graphed_search(cuda, "reduce-overhead")
-
-
-@pytest.mark.gpu
-def test_cudagraphs_backend_search_steps_equal_eager_ones_on_gpu(cuda):
-    _check_graphed_search(cuda, "cudagraphs")
-
-
-def _check_graphed_search(cuda, mode):
-    """The Searcher compiled in a CUDA-graph `mode` against the eager one, step by step:
-    CUDA-graph trees warm up on the first call, record on the second and replay from the third,
-    so five arch + weight steps on fresh batches cover replays with new inputs; then an
-    evaluation of two batches (eval mode: another graph). Transition policy without the Gumbel
-    draw: no randomness, so both see the same numbers. (A shorter last batch would be one more
-    graph to compile; the CPU tests cover it.)"""
-    from itnas.bench import search_config
-    from itnas.search import Searcher
-
-    searchers = []
-    for compile in (False, mode):
-        cfg = search_config("darts", 3, 4, 8, "cuda", False, False, compile)
-        cfg["arch"].update(gumbel=False, transition=True, tiep=False)
-        dev.seed_everything(0)
-        searchers.append(Searcher(cfg, 10, 3, cuda))
-    eager, graphed = searchers
-    assert (graphed.cuda_graphs or graphed.graphs) and not eager.cuda_graphs
-    start = [p.detach().clone() for p in eager.net.parameters()]
-    batches = [_batch(cuda, n=8, seed=s) for s in range(11)]
-    for k in range(5):
-        (x_val, y_val), (x_tr, y_tr) = batches[2 * k], batches[2 * k + 1]
-        arch = [s.arch_step(x_val, y_val, x_tr, y_tr) for s in searchers]
-        weight = [s.weight_step(x_tr, y_tr)[0] for s in searchers]
-        assert _close(arch[1], arch[0], 1e-3) and _close(weight[1], weight[0], 1e-3), (k, arch, weight)
-    for (name, pe), pg, p0 in zip(eager.net.named_parameters(), graphed.net.parameters(), start):
-        assert_rel_close(pg.detach() - p0, pe.detach() - p0, 1e-2, name)
-    # Adam divides each gradient by its own running RMS, so architecture entries with gradients
-    # near zero take steps of about the learning rate whose sign is rounding noise. Measured on
-    # an H200 (2026-11-28) in this very setup: eager against eager, cuDNN free to pick its
-    # algorithms, 2.1e-4 of the largest entry; eager with deterministic cuDNN against without,
-    # 1.8e-3; the cudagraphs backend against eager, 2.0e-4 and 5.5e-4 in two runs. A graph
-    # replaying stale or wrong data is off by the entries' own size.
-    for a, b in zip(graphed.policy.parameters(), eager.policy.parameters()):
-        assert_rel_close(a, b, 1e-2, "architecture parameters")
-    evaluations = [s.evaluate([batches[10], batches[0]]) for s in searchers]
-    assert _close(evaluations[1][0], evaluations[0][0], 1e-3), evaluations
-
-
-@pytest.mark.gpu
 def test_step_graphs_search_steps_equal_eager_ones_on_gpu(cuda):
     """compile: step-graphs (itnas/graphs.py), the search's whole steps as recorded CUDA graphs:
     the common check (steps 3-5 are the recording and two replays), then two more epochs' worth
@@ -386,6 +337,55 @@ def test_a_step_graph_replays_new_inputs_and_fresh_random_numbers_on_gpu(cuda):
         seen.append(noise.clone())
     assert (graph.captures, graph.replays) == (1, 2)
     assert not torch.equal(seen[3], seen[4]) and not torch.equal(seen[2], seen[3])
+
+
+@pytest.mark.gpu
+def test_reduce_overhead_search_steps_equal_eager_ones_on_gpu(cuda):
+    _check_graphed_search(cuda, "reduce-overhead")
+
+
+@pytest.mark.gpu
+def test_cudagraphs_backend_search_steps_equal_eager_ones_on_gpu(cuda):
+    _check_graphed_search(cuda, "cudagraphs")
+
+
+def _check_graphed_search(cuda, mode):
+    """The Searcher compiled in a CUDA-graph `mode` against the eager one, step by step:
+    CUDA-graph trees warm up on the first call, record on the second and replay from the third,
+    so five arch + weight steps on fresh batches cover replays with new inputs; then an
+    evaluation of two batches (eval mode: another graph). Transition policy without the Gumbel
+    draw: no randomness, so both see the same numbers. (A shorter last batch would be one more
+    graph to compile; the CPU tests cover it.)"""
+    from itnas.bench import search_config
+    from itnas.search import Searcher
+
+    searchers = []
+    for compile in (False, mode):
+        cfg = search_config("darts", 3, 4, 8, "cuda", False, False, compile)
+        cfg["arch"].update(gumbel=False, transition=True, tiep=False)
+        dev.seed_everything(0)
+        searchers.append(Searcher(cfg, 10, 3, cuda))
+    eager, graphed = searchers
+    assert (graphed.cuda_graphs or graphed.graphs) and not eager.cuda_graphs
+    start = [p.detach().clone() for p in eager.net.parameters()]
+    batches = [_batch(cuda, n=8, seed=s) for s in range(11)]
+    for k in range(5):
+        (x_val, y_val), (x_tr, y_tr) = batches[2 * k], batches[2 * k + 1]
+        arch = [s.arch_step(x_val, y_val, x_tr, y_tr) for s in searchers]
+        weight = [s.weight_step(x_tr, y_tr)[0] for s in searchers]
+        assert _close(arch[1], arch[0], 1e-3) and _close(weight[1], weight[0], 1e-3), (k, arch, weight)
+    for (name, pe), pg, p0 in zip(eager.net.named_parameters(), graphed.net.parameters(), start):
+        assert_rel_close(pg.detach() - p0, pe.detach() - p0, 1e-2, name)
+    # Adam divides each gradient by its own running RMS, so architecture entries with gradients
+    # near zero take steps of about the learning rate whose sign is rounding noise. Measured on
+    # an H200 (2026-11-28) in this very setup: eager against eager, cuDNN free to pick its
+    # algorithms, 2.1e-4 of the largest entry; eager with deterministic cuDNN against without,
+    # 1.8e-3; the cudagraphs backend against eager, 2.0e-4 and 5.5e-4 in two runs. A graph
+    # replaying stale or wrong data is off by the entries' own size.
+    for a, b in zip(graphed.policy.parameters(), eager.policy.parameters()):
+        assert_rel_close(a, b, 1e-2, "architecture parameters")
+    evaluations = [s.evaluate([batches[10], batches[0]]) for s in searchers]
+    assert _close(evaluations[1][0], evaluations[0][0], 1e-3), evaluations
 
 
 @pytest.mark.gpu
