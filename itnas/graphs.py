@@ -145,8 +145,8 @@ class StepGraph:
     """
 
     def __init__(self, fn: Callable[..., Any], name: str, backend: str = "cuda", warmup: int = 2):
-        if backend not in ("cuda", "tape", "eager"):
-            raise ValueError(f"StepGraph backend {backend!r}: expected cuda, tape or eager")
+        if backend != "eager" and backend not in GRAPH_CLASSES:
+            raise ValueError(f"StepGraph backend {backend!r}: expected eager or one of {', '.join(GRAPH_CLASSES)}")
         self.fn, self.name, self.backend, self.warmup = fn, name, backend, warmup
         self.graph: _CudaGraph | TapeGraph | None = None
         self.key: Hashable = None
@@ -176,7 +176,7 @@ class StepGraph:
         return self._record(key, inputs)
 
     def _eager(self, inputs: Sequence[torch.Tensor]) -> Any:
-        if self.backend == "eager" or self.graph is not None or not GRAPH_CLASSES[self.backend].warm_up_on_side_stream:
+        if self.graph is not None or not GRAPH_CLASSES[self.backend].warm_up_on_side_stream:
             return self.fn(*inputs)
         # A warm-up before a capture runs on a side stream (one per StepGraph, so that the
         # allocator's blocks cached for it are reused).

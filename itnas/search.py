@@ -116,6 +116,7 @@ class Searcher:
         # (itnas/graphs.py).
         self.steps = {"arch": self._arch_body, "weight": self._weight_body, "eval": self._eval_body}
         self.graphs: dict[str, StepGraph] | None = None
+        self.capturable = False  # Adam's update recorded in a graph: its step count on the device
         if self.compile_mode == dev.STEP_GRAPHS:
             backend = graphs_backend(device)
             if backend == "eager":
@@ -125,7 +126,8 @@ class Searcher:
                 log.warning("runtime.compile: step-graphs records first-order architecture steps only; "
                             "the second-order ones run eagerly")
             self.graphs = {name: StepGraph(fn, f"{name} step", backend) for name, fn in self.steps.items()}
-            make_capturable(self.a_opt, backend != "eager")
+            self.capturable = backend != "eager"
+            make_capturable(self.a_opt, self.capturable)
 
     # -- state ---------------------------------------------------------------------------
     def state(self) -> dict:
@@ -140,7 +142,7 @@ class Searcher:
         self.a_opt.load_state_dict(state["a_opt"])
         self.scheduler.load_state_dict(state["scheduler"])
         # A checkpoint carries the flag of the run that wrote it; this run's mode decides.
-        make_capturable(self.a_opt, self.graphs is not None and self.graphs["arch"].backend != "eager")
+        make_capturable(self.a_opt, self.capturable)
 
     # -- steps ---------------------------------------------------------------------------
     def _prepare(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
