@@ -245,19 +245,14 @@ def test_each_primitive_in_channels_last_equals_the_contiguous_one_on_gpu(cuda):
 def test_avg_pool_channels_last_gradient_equals_the_nchw_one_on_gpu(cuda):
     """pytorch/pytorch#188344: torch's own CUDA kernel got this wrong when padding > 0 (fixed
     after torch 2.11); `ops.avg_pool` routes the backward through the NCHW kernel."""
-    from itnas.ops import avg_pool
+    from tests.perf.test_ops_fast_paths import _pool_grads
 
     torch.manual_seed(0)
     for stride in (1, 2):
         x = torch.randn(2, 8, 16, 16, device=cuda)
         g = torch.randn_like(F.avg_pool2d(x, 3, stride, 1))
-        results = []
-        for layout in (CL, torch.contiguous_format):
-            xi = x.contiguous(memory_format=layout).requires_grad_()
-            out = avg_pool(xi, 3, stride, 1)
-            out.backward(g.contiguous(memory_format=layout))
-            results.append((out.detach(), xi.grad))
-        (out, grad), (ref, ref_grad) = results
+        ref, ref_grad = _pool_grads(x, g, stride=stride)
+        out, grad = _pool_grads(x.contiguous(memory_format=CL), g.contiguous(memory_format=CL), stride=stride)
         assert_rel_close(out, ref, 1e-6, f"stride {stride} output")
         assert_rel_close(grad, ref_grad, 1e-6, f"stride {stride} input gradient")
 
@@ -291,19 +286,8 @@ def test_step_graphs_search_steps_equal_eager_ones_on_gpu(cuda):
     the common check (steps 3-5 are the recording and two replays), then two more epochs' worth
     of the protocol: a new temperature and learning rate (recorded again) and a validation of
     four batches (two warm-up calls, the recording, a replay) and a shorter one (eager)."""
-    from itnas import device as dev
-
     _check_graphed_search(cuda, dev.STEP_GRAPHS)
-    from itnas.bench import search_config
-    from itnas.search import Searcher
-
-    searchers = []
-    for compile in (False, dev.STEP_GRAPHS):
-        cfg = search_config("darts", 3, 4, 8, "cuda", False, False, compile)
-        cfg["arch"].update(gumbel=False, transition=True, tiep=False)
-        dev.seed_everything(0)
-        searchers.append(Searcher(cfg, 10, 3, cuda))
-    eager, graphed = searchers
+    searchers = eager, graphed = _searchers(cuda, dev.STEP_GRAPHS)
     batches = [_batch(cuda, n=8, seed=s) for s in range(8)]
     val = [_batch(cuda, n=n, seed=20 + n) for n in (8, 8, 8, 8, 5)]
     for epoch in range(2):
@@ -349,13 +333,9 @@ def test_cudagraphs_backend_search_steps_equal_eager_ones_on_gpu(cuda):
     _check_graphed_search(cuda, "cudagraphs")
 
 
-def _check_graphed_search(cuda, mode):
-    """The Searcher compiled in a CUDA-graph `mode` against the eager one, step by step:
-    CUDA-graph trees warm up on the first call, record on the second and replay from the third,
-    so five arch + weight steps on fresh batches cover replays with new inputs; then an
-    evaluation of two batches (eval mode: another graph). Transition policy without the Gumbel
-    draw: no randomness, so both see the same numbers. (A shorter last batch would be one more
-    graph to compile; the CPU tests cover it.)"""
+def _searchers(cuda, mode):
+    """An eager Searcher and one in compile `mode`, from the same seed: 3 cells, C=4, batch 8,
+    transition policy without the Gumbel draw (no randomness, so both see the same numbers)."""
     from itnas.bench import search_config
     from itnas.search import Searcher
 
@@ -365,7 +345,17 @@ def _check_graphed_search(cuda, mode):
         cfg["arch"].update(gumbel=False, transition=True, tiep=False)
         dev.seed_everything(0)
         searchers.append(Searcher(cfg, 10, 3, cuda))
-    eager, graphed = searchers
+    return tuple(searchers)
+
+
+def _check_graphed_search(cuda, mode):
+    """The Searcher compiled in a CUDA-graph `mode` against the eager one, step by step:
+    CUDA-graph trees warm up on the first call, record on the second and replay from the third,
+    so five arch + weight steps on fresh batches cover replays with new inputs; then an
+    evaluation of two batches (eval mode: another graph). No randomness (`_searchers`), so both
+    see the same numbers. (A shorter last batch would be one more graph to compile; the CPU
+    tests cover it.)"""
+    searchers = eager, graphed = _searchers(cuda, mode)
     assert (graphed.cuda_graphs or graphed.graphs) and not eager.cuda_graphs
     start = [p.detach().clone() for p in eager.net.parameters()]
     batches = [_batch(cuda, n=8, seed=s) for s in range(11)]
