@@ -10,8 +10,9 @@
 # Two phases within BUDGET seconds (default 540):
 #   1. alone, one after the other: the plain (fp32, NCHW, eager) supernet and training steps, the
 #      baseline, and the supernet with its whole steps recorded as CUDA graphs (compile
-#      step-graphs, NCHW and channels-last). Eager steps are bound by the host CPU's launches,
-#      and these compile nothing, so nothing else runs meanwhile.
+#      step-graphs, NCHW and channels-last, one CUDA stream and STREAMS side by side). Eager
+#      steps are bound by the host CPU's launches, and these compile nothing, so nothing else
+#      runs meanwhile.
 #   2. at the same time, in the background, each under the time that is left:
 #      - compiled benches: `cudagraphs` (torch's backend: CUDA graphs of the captured graph, no
 #        Inductor, the quickest compile), the same with bf16 autocast and with channels-last,
@@ -26,9 +27,12 @@
 # Results: one JSON line per run in $OUT/<run>.json (stderr in <run>.log), the test logs in
 # $OUT/gpu_tests.log, $OUT/summary.txt and $OUT/summary.json. OUT defaults to ./gpu-out.
 # Knobs: BUDGET, OUT, PYTHON, STEPS, TRAIN_STEPS, COMPILE (0: no compiled benches), TESTS (0: no
-# tests), TEST_TIMEOUT (seconds per test), COMPILE_THREADS, ONLY (a regular expression over the
-# part names, e.g. ONLY='supernet_compile_reduce_overhead|tests_graphs'; parts: supernet_plain,
-# supernet_step_graphs, supernet_step_graphs_channels_last, train_plain,
+# tests), TESTS_ONLY (a pytest -k expression that narrows both test groups), TEST_TIMEOUT (seconds
+# per test), COMPILE_THREADS, STREAMS (stream counts to bench under step-graphs, default 4; empty:
+# none), ONLY (a regular expression over the part names, e.g.
+# ONLY='supernet_compile_reduce_overhead|tests_graphs'; parts: supernet_plain,
+# supernet_step_graphs, supernet_step_graphs_channels_last, supernet_step_graphs_streams<N>,
+# supernet_step_graphs_streams<N>_channels_last, train_plain,
 # {supernet,train}_compile_{cudagraphs,reduce_overhead,cudagraphs_amp,cudagraphs_channels_last},
 # tests_graphs, tests_others). Needs only python3 with torch and
 # numpy; pytest (and pytest-timeout) are used where installed, else benchmarks/run_gpu_tests.py.
@@ -66,6 +70,7 @@ else
     TRAIN="--layers 20 --init-channels 36 --batch-size 96"
     EXTRA=""
 fi
+STREAMS=${STREAMS-4}
 PLAIN="--amp false --channels-last false"
 BENCH=("$PY" -m itnas.bench_cli)
 
@@ -136,7 +141,7 @@ background() {
 # a failure's report is printed when that test ends, not lost with a group that runs out of time;
 # no captured log records (torch's debug lines would bury the assertion).
 tests() {
-    local group=$1 expr=$2
+    local group=$1 expr="$2${TESTS_ONLY:+ and ($TESTS_ONLY)}"
     if "$PY" -c "import pytest, pytest_timeout" 2>/dev/null; then
         STDOUT="$OUT/tests_$group.out" background "tests_$group" bash -c '
             py=$1; shift
@@ -172,6 +177,15 @@ run supernet_step_graphs 120 "${BENCH[@]}" supernet --variant itnas $SUPERNET --
     --device "$DEVICE" $PLAIN --compile step-graphs $EXTRA --json
 run supernet_step_graphs_channels_last 120 "${BENCH[@]}" supernet --variant itnas $SUPERNET --steps "$STEPS" \
     --warmup $WARMUP --device "$DEVICE" --amp false --channels-last true --compile step-graphs $EXTRA --json
+# The same with the ops into each cell node on N CUDA streams side by side (runtime.streams), for
+# each N in STREAMS; channels-last too on the GPU (the CPU dry run ignores streams anyway).
+for n in $STREAMS; do
+    run supernet_step_graphs_streams$n 120 "${BENCH[@]}" supernet --variant itnas $SUPERNET --steps "$STEPS" \
+        --warmup $WARMUP --device "$DEVICE" $PLAIN --compile step-graphs --streams "$n" $EXTRA --json
+    [ "$DEVICE" = cpu ] || run supernet_step_graphs_streams${n}_channels_last 120 "${BENCH[@]}" supernet \
+        --variant itnas $SUPERNET --steps "$STEPS" --warmup $WARMUP --device "$DEVICE" --amp false \
+        --channels-last true --compile step-graphs --streams "$n" $EXTRA --json
+done
 run train_plain 90 "${BENCH[@]}" train --genotype DARTS_V2 $TRAIN --steps "$TRAIN_STEPS" --warmup $WARMUP \
     --device "$DEVICE" $PLAIN $EXTRA --json
 

@@ -91,7 +91,8 @@ def main(out_dir: str) -> int:
     summary["tests"] = dict(tests)
     results = {}
     # In the order gpu_check.sh runs them (by value), then anything else by name.
-    order = ["plain", "step_graphs", "step_graphs_channels_last", "compile_cudagraphs", "compile_cudagraphs_amp",
+    order = ["plain", "step_graphs", "step_graphs_channels_last", "step_graphs_streams4",
+             "step_graphs_streams4_channels_last", "compile_cudagraphs", "compile_cudagraphs_amp",
              "compile_cudagraphs_channels_last", "compile_reduce_overhead"]
 
     def rank(path: Path) -> tuple:
@@ -110,7 +111,7 @@ def main(out_dir: str) -> int:
         plain = results.get(f"{r.get('bench')}_plain") if r.get("bench") in ("supernet", "train") else None
         vs = f"; {_step_s(r) / _step_s(plain):.2f} x plain" if plain and name != f"{r['bench']}_plain" else ""
         what = (f"amp {str(r.get('amp')).lower()}, channels-last {str(r.get('channels_last')).lower()}, "
-                f"compile {r.get('compile') or 'no'}, data {r.get('data')}")
+                f"compile {r.get('compile') or 'no'}, streams {r.get('streams', 1)}, data {r.get('data')}")
         extra = (f"{r.get('dispatches_per_step')} aten ops/step, warm-up {r.get('warmup_s', 0):.0f} s "
                  f"({r.get('warmup')} steps)")
         if "lock_wait_s" in r:  # started beside others: compiled in parallel, timed alone

@@ -189,7 +189,8 @@ def _schema_defaults(schema: dict) -> dict:
 
 
 def search_config(variant: str, layers: int, init_channels: int, batch: int, device: str,
-                  amp: bool | str, channels_last: bool | str, compile: bool | str) -> dict:
+                  amp: bool | str, channels_last: bool | str, compile: bool | str,
+                  streams: int | str = "auto") -> dict:
     """The search config a run with these settings would have: schema defaults plus these keys.
     Built without the YAML/jsonschema stack (validated with it where installed), so the bench
     runs on a machine that has only torch and numpy (a lent GPU)."""
@@ -202,7 +203,7 @@ def search_config(variant: str, layers: int, init_channels: int, batch: int, dev
     cfg["model"].update(layers=layers, init_channels=init_channels)
     cfg["data"]["batch_size"] = batch
     cfg["runtime"].update(device=device, amp=amp, channels_last=channels_last, compile=compile,
-                          progress=False)
+                          streams=streams, progress=False)
     try:
         from itnas.config import validate
     except ImportError:
@@ -220,14 +221,14 @@ class SupernetBench:
                  batch_size: int = 64, image_size: int = 32, device: str = "cpu",
                  amp: bool | str = "auto", channels_last: bool | str = "auto", compile: bool | str = False,
                  num_classes: int = 10, in_channels: int = 3, seed: int = 0, data: str = "synthetic",
-                 eval_batch_size: int = 250):
+                 eval_batch_size: int = 250, streams: int | str = "auto"):
         from itnas.search import Searcher
 
         self.device = dev.resolve_device(device)
         dev.set_deterministic(False)  # cudnn autotuning on CUDA, as run_search has it
         dev.seed_everything(seed)
         self.cfg = search_config(variant, layers, init_channels, batch_size, str(self.device), amp,
-                                 channels_last, compile)
+                                 channels_last, compile, streams)
         self.searcher = Searcher(self.cfg, num_classes, in_channels, self.device)
         self.searcher.policy.set_temperature(self.cfg["tau"]["start"])
         self.variant, self.batch_size, self.image_size, self.data = variant, batch_size, image_size, data
@@ -292,7 +293,7 @@ class SupernetBench:
                 "init_channels": self.cfg["model"]["init_channels"], "batch_size": self.batch_size,
                 "image_size": self.image_size, "device": dev.describe(self.device), "amp": s.amp,
                 "channels_last": s.channels_last, "compile": s.compile_mode or False,
-                "data": self.data, "eval_batch_size": self.eval_batch_size,
+                "streams": s.streams, "data": self.data, "eval_batch_size": self.eval_batch_size,
                 "weights": sum(p.numel() for p in s.net.parameters()),
                 "arch_params": sum(p.numel() for p in s.policy.parameters())}
 

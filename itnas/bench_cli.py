@@ -54,6 +54,14 @@ def _tri(value: str) -> bool | str:
     raise argparse.ArgumentTypeError(f"expected auto, true or false, got {value!r}")
 
 
+def _streams(value: str) -> int | str:
+    if value == "auto":
+        return value
+    if value.isdigit() and int(value) >= 1:
+        return int(value)
+    raise argparse.ArgumentTypeError(f"expected auto or an integer >= 1, got {value!r}")
+
+
 def _compile_mode(value: str) -> str:
     from itnas.device import JOB_MODES
 
@@ -104,6 +112,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--init-channels", type=int, default=16, metavar="C", help="initial channels C")
     s.add_argument("--image-size", type=int, default=32, metavar="H", help="input resolution")
     s.add_argument("--num-classes", type=int, default=10)
+    s.add_argument("--streams", type=_streams, default="auto", metavar="{auto,N}",
+                   help="CUDA streams on which the ops into each cell node run side by side "
+                        "(runtime.streams; auto = 1 for now; pays off under --compile step-graphs)")
     _common(s, 64)
     s.set_defaults(func=run_supernet)
     t = what.add_parser("train", formatter_class=HelpFormatter, help="time an evaluation network's step",
@@ -166,7 +177,7 @@ def run_supernet(args: argparse.Namespace) -> int:
         init_channels=args.init_channels, batch_size=args.batch_size, image_size=args.image_size,
         device=args.device, amp=args.amp, channels_last=args.channels_last, compile=args.compile,
         num_classes=args.num_classes, seed=args.seed, data=args.data, lock=args.timing_lock,
-        **_eval_batch(args))
+        streams=args.streams, **_eval_batch(args))
     _print(result, args.json)
     return 0
 

@@ -137,6 +137,23 @@ def compile_mode(value: bool | str | None, what: str = "key 'compile'", device: 
     raise UserError(f"{what}: expected false, true, auto or one of {', '.join(JOB_MODES[job])}, got {value!r}")
 
 
+# What `runtime.streams: auto` means: CUDA streams the ops into a search cell's node run on side
+# by side (itnas/streams.py). 1 (none) until a GPU measurement shows a gain: eager steps are
+# bound by the host, where streams only add events; under step-graphs the GPU runs the branches
+# of the recording in parallel.
+AUTO_STREAMS: dict[str, int] = {}
+
+
+def resolve_streams(value: int | str, device: torch.device, mode: str | None) -> int:
+    """A `streams` setting (an int >= 1 or 'auto') as a count for a search on `device` in compile
+    `mode`: 'auto' is `AUTO_STREAMS[mode]` on CUDA, else 1; any count is 1 off CUDA."""
+    if value == "auto":
+        value = AUTO_STREAMS.get(mode or "eager", 1) if device.type == "cuda" else 1
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UserError(f"streams: expected auto or an integer >= 1, got {value!r}")
+    return value if device.type == "cuda" else 1
+
+
 def compile_module(module: torch.nn.Module, mode: str | None) -> torch.nn.Module:
     """`module` itself for eager, else torch.compile'd in `mode` (parameters stay shared).
 

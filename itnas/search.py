@@ -37,7 +37,8 @@ from itnas.policies import (
     temperature,
     variant_name,
 )
-from itnas.supernet import SearchNetwork
+from itnas.streams import backward_kwargs
+from itnas.supernet import SearchNetwork, set_branch_streams
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +103,11 @@ class Searcher:
             self.net = self.net.to(memory_format=torch.channels_last)
         self.compile_mode = dev.compile_mode(cfg["runtime"]["compile"], "key 'runtime.compile'", device, "search")
         self.cuda_graphs = dev.uses_cuda_graphs(self.compile_mode)
+        # The ops into each cell node on side-by-side CUDA streams (itnas/streams.py): the
+        # backwards then keep their saved tensors to the end of the step.
+        self.streams = dev.resolve_streams(cfg["runtime"].get("streams", "auto"), device, self.compile_mode)
+        set_branch_streams(self.net, self.streams)
+        self._backward = backward_kwargs(self.streams, device)
         self.forward_net = dev.compile_module(self.net, self.compile_mode)
         self.weights = list(self.net.parameters())
         self.arch_params = list(self.policy.parameters())
@@ -185,7 +191,7 @@ class Searcher:
         loss, _ = self.loss(x, y)
         # Only the architecture gradient: autograd then skips every weight-gradient kernel
         # (a third of the backward) and leaves the weights' .grad untouched.
-        loss.backward(inputs=self.arch_params)
+        loss.backward(inputs=self.arch_params, **self._backward)
         self.a_opt.step()
         return loss.detach()
 
@@ -199,7 +205,7 @@ class Searcher:
         loss, logits = self.loss(x, y)
         # Only the weights' gradient: the architecture's would be set to None unread by the next
         # architecture step, so autograd skips the edge weights' share of the backward.
-        loss.backward(inputs=self.weights)
+        loss.backward(inputs=self.weights, **self._backward)
         nn.utils.clip_grad_norm_(self.weights, self.cfg["optim"]["grad_clip"])
         self.w_opt.step()
         return loss.detach(), _correct(logits.detach(), y)

@@ -10,6 +10,9 @@ which tests/perf compares it with (docs/performance.md).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
+
 import torch
 from torch import nn
 
@@ -23,6 +26,7 @@ from itnas.ops import (
     make_op,
     preprocess,
 )
+from itnas.streams import run_branches
 
 
 class SharedInput:
@@ -69,21 +73,31 @@ class MixedOp(nn.Module):
             out = out + weights[k] * self.ops[k](x)
         return out
 
-    def terms(self, inp: SharedInput) -> list[torch.Tensor]:
-        """The seven op outputs o_k(x) in primitive order, reusing the ReLU and poolings of `inp`."""
-        out = []
+    def branches(self, inp: SharedInput) -> list[Callable[[], torch.Tensor]]:
+        """The seven op outputs o_k(x) in primitive order, as callables. What they share with the
+        other edges leaving `inp` (its ReLU and poolings) is computed here, before any of them
+        runs, so they may run in any order, or side by side on CUDA streams (itnas/streams.py)."""
+        out: list[Callable[[], torch.Tensor]] = []
         for name, op in zip(PRIMITIVES, self.ops):
             if name in POOLING:
-                out.append(op[1](inp.pooled(name, op[0])))
+                out.append(partial(op[1], inp.pooled(name, op[0])))
             elif isinstance(op, Identity):
-                out.append(inp.x)
+                out.append(partial(_same, inp.x))
             else:  # the convs and FactorizedReduce, which all start with ReLU(x)
-                out.append(op.from_activated(inp.relu()))
+                out.append(partial(op.from_activated, inp.relu()))
         return out
+
+    def terms(self, inp: SharedInput) -> list[torch.Tensor]:
+        """The seven op outputs o_k(x) in primitive order, reusing the ReLU and poolings of `inp`."""
+        return [branch() for branch in self.branches(inp)]
 
     def forward_shared(self, inp: SharedInput, weights: torch.Tensor) -> torch.Tensor:
         """`forward(inp.x, weights)` reusing the ReLU and poolings of `inp`, mixed by `mix`."""
         return mix(self.terms(inp), weights)
+
+
+def _same(x: torch.Tensor) -> torch.Tensor:
+    return x
 
 
 def mix(terms: list[torch.Tensor], weights: torch.Tensor) -> torch.Tensor:
@@ -106,6 +120,8 @@ def mix(terms: list[torch.Tensor], weights: torch.Tensor) -> torch.Tensor:
 class SearchCell(nn.Module):
     # False: every edge computes everything itself (the plain path the tests compare with).
     fast = True
+    # CUDA streams the ops into a node run on side by side (`set_branch_streams`; 1 = none).
+    streams = 1
 
     def __init__(self, c_prev_prev: int, c_prev: int, channels: int, reduction: bool, reduction_prev: bool):
         super().__init__()
@@ -121,7 +137,8 @@ class SearchCell(nn.Module):
         n = 0
         for j in range(2, 6):
             # Node j sums the seven weighted ops of its j incoming edges: one product over all 7j.
-            terms = [t for i in range(j) for t in self.edges[n + i].terms(states[i])]
+            branches = [b for i in range(j) for b in self.edges[n + i].branches(states[i])]
+            terms = run_branches(branches, s1.device, self.streams)
             states.append(SharedInput(mix(terms, weights[n:n + j].reshape(-1))))
             n += j
         return torch.cat([s.x for s in states[2:]], dim=1)
@@ -168,6 +185,19 @@ class SearchNetwork(nn.Module):
         for cell in self.cells:
             s0, s1 = s1, cell(s0, s1, weights["reduce" if cell.reduction else "normal"])
         return self.classifier(self.pool(s1).flatten(1))
+
+
+def set_branch_streams(net: nn.Module, streams: int) -> nn.Module:
+    """Run the ops into each node of `net`'s search cells on `streams` CUDA streams side by side
+    (itnas/streams.py; 1 = all on the calling stream, as on the CPU); returns `net`. It needs
+    the fast path (`ops.set_fast_paths`), which computes a state's shared ReLU and poolings
+    once before its edges' ops."""
+    if streams < 1:
+        raise ValueError(f"streams must be >= 1, got {streams}")
+    for m in net.modules():
+        if isinstance(m, SearchCell):
+            m.streams = int(streams)
+    return net
 
 
 def supernet_stats(variant: str, dataset: str, layers: int | None = None,

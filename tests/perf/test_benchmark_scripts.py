@@ -107,7 +107,7 @@ def test_gpu_check_dry_run_times_the_baselines_runs_the_tests_beside_them_and_su
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["runs"]) == {"supernet_plain", "supernet_step_graphs", "supernet_step_graphs_channels_last",
-                                    "train_plain"}
+                                    "supernet_step_graphs_streams4", "train_plain"}
     graphs = json.loads((out / "supernet_step_graphs.json").read_text().splitlines()[-1])
     assert graphs["compile"] == "step-graphs" and graphs["step_graphs"]["weight"]["backend"] == "eager"  # CPU
     assert all(_positive(v["extrapolation"]["gpu_hours_with_val"]) for v in summary["runs"].values())

@@ -308,6 +308,33 @@ def test_step_graphs_search_steps_equal_eager_ones_on_gpu(cuda):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("mode", [dev.STEP_GRAPHS, False], ids=["step-graphs", "eager"])
+def test_branch_streams_search_steps_equal_single_stream_eager_ones_on_gpu(cuda, mode):
+    """runtime.streams (itnas/streams.py): the ops into each node on four CUDA streams, recorded
+    as step graphs and eagerly, against eager steps on one stream: five arch + weight steps and
+    an evaluation (the common check), then the same at a size whose kernels overlap for longer
+    (C=16, batch 64), where a missing wait between streams would read half-written tensors."""
+    _check_graphed_search(cuda, mode, streams=4)
+    from itnas.bench import search_config
+    from itnas.search import Searcher
+
+    searchers = []
+    for compile, n in ((False, 1), (mode, 4)):
+        cfg = search_config("darts", 3, 16, 64, "cuda", False, False, compile, n)
+        cfg["arch"].update(gumbel=False, transition=True, tiep=False)
+        dev.seed_everything(0)
+        searchers.append(Searcher(cfg, 10, 3, cuda))
+    start = [p.detach().clone() for p in searchers[0].net.parameters()]
+    for k in range(4):
+        (x_val, y_val), (x_tr, y_tr) = _batch(cuda, n=64, seed=2 * k), _batch(cuda, n=64, seed=2 * k + 1)
+        arch = [s.arch_step(x_val, y_val, x_tr, y_tr) for s in searchers]
+        weight = [s.weight_step(x_tr, y_tr)[0] for s in searchers]
+        assert _close(arch[1], arch[0], 1e-3) and _close(weight[1], weight[0], 1e-3), (k, arch, weight)
+    for (name, pe), pg, p0 in zip(searchers[0].net.named_parameters(), searchers[1].net.parameters(), start):
+        assert_rel_close(pg.detach() - p0, pe.detach() - p0, 1e-2, name)
+
+
+@pytest.mark.gpu
 def test_a_step_graph_replays_new_inputs_and_fresh_random_numbers_on_gpu(cuda):
     """The CUDA protocol itself: a replay reads the new input and draws new random numbers from
     the default generator (the Gumbel noise of a recorded step must not be frozen)."""
@@ -333,30 +360,32 @@ def test_cudagraphs_backend_search_steps_equal_eager_ones_on_gpu(cuda):
     _check_graphed_search(cuda, "cudagraphs")
 
 
-def _searchers(cuda, mode):
-    """An eager Searcher and one in compile `mode`, from the same seed: 3 cells, C=4, batch 8,
-    transition policy without the Gumbel draw (no randomness, so both see the same numbers)."""
+def _searchers(cuda, mode, streams=1):
+    """An eager Searcher and one in compile `mode` on `streams` CUDA streams, from the same seed:
+    3 cells, C=4, batch 8, transition policy without the Gumbel draw (no randomness, so both see
+    the same numbers)."""
     from itnas.bench import search_config
     from itnas.search import Searcher
 
     searchers = []
-    for compile in (False, mode):
-        cfg = search_config("darts", 3, 4, 8, "cuda", False, False, compile)
+    for compile, n in ((False, 1), (mode, streams)):
+        cfg = search_config("darts", 3, 4, 8, "cuda", False, False, compile, n)
         cfg["arch"].update(gumbel=False, transition=True, tiep=False)
         dev.seed_everything(0)
         searchers.append(Searcher(cfg, 10, 3, cuda))
     return tuple(searchers)
 
 
-def _check_graphed_search(cuda, mode):
+def _check_graphed_search(cuda, mode, streams=1):
     """The Searcher compiled in a CUDA-graph `mode` against the eager one, step by step:
     CUDA-graph trees warm up on the first call, record on the second and replay from the third,
     so five arch + weight steps on fresh batches cover replays with new inputs; then an
     evaluation of two batches (eval mode: another graph). No randomness (`_searchers`), so both
     see the same numbers. (A shorter last batch would be one more graph to compile; the CPU
     tests cover it.)"""
-    searchers = eager, graphed = _searchers(cuda, mode)
-    assert (graphed.cuda_graphs or graphed.graphs) and not eager.cuda_graphs
+    searchers = eager, graphed = _searchers(cuda, mode, streams)
+    assert (graphed.cuda_graphs or graphed.graphs or streams > 1) and not eager.cuda_graphs
+    assert (graphed.streams, eager.streams) == (streams, 1)
     start = [p.detach().clone() for p in eager.net.parameters()]
     batches = [_batch(cuda, n=8, seed=s) for s in range(11)]
     for k in range(5):
