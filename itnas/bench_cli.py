@@ -85,7 +85,7 @@ def _common(p: argparse.ArgumentParser, batch: int | None) -> None:
                    "--compile), reduce-overhead (CUDA graphs), max-autotune, max-autotune-no-cudagraphs, "
                    "cudagraphs (CUDA graphs of the captured graph, no Inductor: quick to compile), step-graphs "
                    "(supernet only: each whole step recorded as one CUDA graph, nothing compiled), auto (the "
-                   "configs' rule: reduce-overhead for training and cudagraphs for the search on CUDA, eager on the CPU)")
+                   "configs' rule: reduce-overhead for training and step-graphs for the search on CUDA, eager on the CPU)")
     p.add_argument("--threads", type=int, metavar="T", help="torch CPU threads (default: torch's)")
     p.add_argument("--data", choices=("synthetic", "device"), default="synthetic",
                    help="fixed random batches, or the GPU-resident augmenting pipeline")
@@ -114,7 +114,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--num-classes", type=int, default=10)
     s.add_argument("--streams", type=_streams, default="auto", metavar="{auto,N}",
                    help="CUDA streams on which the ops into each cell node run side by side "
-                        "(runtime.streams; auto = 1 for now; pays off under --compile step-graphs)")
+                        "(runtime.streams; auto = 4 under --compile step-graphs on CUDA, else 1)")
     _common(s, 64)
     s.set_defaults(func=run_supernet)
     t = what.add_parser("train", formatter_class=HelpFormatter, help="time an evaluation network's step",

@@ -108,13 +108,15 @@ BACKEND_MODES = frozenset({"cudagraphs"})  # modes that name a torch.compile bac
 # 2026-11-28, step time / plain eager):
 # - training (DARTS_V2, 20 cells, batch 96): reduce-overhead 0.38 (51 vs 134 ms), against 0.81
 #   for cudagraphs; compiling took about 5 minutes beside other compiles, once per job.
-# - search (8-cell supernet, batch 64): cudagraphs 0.86 (weight + arch step 492 vs 571 ms);
-#   reduce-overhead did not finish compiling in 400 s beside other compiles: unmeasured.
+# - search (8-cell supernet, batch 64): step-graphs, each whole step one recorded CUDA graph,
+#   nothing compiled: 0.34 of eager on one stream (weight + arch step 182 vs 533 ms), about
+#   0.18 with the ops on 4 streams (`AUTO_STREAMS`; 94 ms), against 0.86 for cudagraphs;
+#   reduce-overhead did not finish compiling in 400 s beside other compiles.
 # Off on the CPU (Inductor's C++ build takes minutes and nothing was measured faster) and in
 # multi-process (DDP) training, where CUDA graphs are untested.
 AUTO_COMPILE: dict[str, dict[str, str]] = {
     "train": {"cuda": "reduce-overhead"},
-    "search": {"cuda": "cudagraphs"},
+    "search": {"cuda": STEP_GRAPHS},
 }
 
 
@@ -137,11 +139,15 @@ def compile_mode(value: bool | str | None, what: str = "key 'compile'", device: 
     raise UserError(f"{what}: expected false, true, auto or one of {', '.join(JOB_MODES[job])}, got {value!r}")
 
 
-# What `runtime.streams: auto` means: CUDA streams the ops into a search cell's node run on side
-# by side (itnas/streams.py). 1 (none) until a GPU measurement shows a gain: eager steps are
-# bound by the host, where streams only add events; under step-graphs the GPU runs the branches
-# of the recording in parallel.
-AUTO_STREAMS: dict[str, int] = {}
+# What `runtime.streams: auto` means, per compile mode on CUDA: how many CUDA streams the ops into
+# a search cell's node run on side by side (itnas/streams.py). Measured on one H200 (2026-11-28,
+# 8-cell supernet, batch 64, step-graphs), weight + arch step / validation batch of 250:
+# 1 stream 184 / 83 ms, 4 streams 94 / 69 ms, 8 streams 88 / 95 ms (the larger validation
+# batch contends for memory bandwidth); a 50-epoch search with its validation passes 1.11,
+# 0.61 and 0.61 GPU-hours. 4, the fewer. With deterministic cuDNN the steps on 4 and 8 streams
+# were bit-identical to those on one. Eager steps are bound by the host, where streams only
+# add events: 1 there.
+AUTO_STREAMS: dict[str, int] = {STEP_GRAPHS: 4}
 
 
 def resolve_streams(value: int | str, device: torch.device, mode: str | None) -> int:
@@ -150,7 +156,7 @@ def resolve_streams(value: int | str, device: torch.device, mode: str | None) ->
     if value == "auto":
         value = AUTO_STREAMS.get(mode or "eager", 1) if device.type == "cuda" else 1
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise UserError(f"streams: expected auto or an integer >= 1, got {value!r}")
+        raise UserError(f"runtime.streams: expected auto or an integer >= 1, got {value!r}")
     return value if device.type == "cuda" else 1
 
 

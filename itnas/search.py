@@ -105,7 +105,14 @@ class Searcher:
         self.cuda_graphs = dev.uses_cuda_graphs(self.compile_mode)
         # The ops into each cell node on side-by-side CUDA streams (itnas/streams.py): the
         # backwards then keep their saved tensors to the end of the step.
-        self.streams = dev.resolve_streams(cfg["runtime"].get("streams", "auto"), device, self.compile_mode)
+        streams = cfg["runtime"].get("streams", "auto")
+        self.streams = dev.resolve_streams(streams, device, self.compile_mode)
+        if self.streams > 1 and cfg["arch_optim"]["order"] == "second":
+            # Its autograd.grad calls free saved tensors that side streams may still read.
+            if streams != "auto":
+                log.warning("runtime.streams: the second-order architecture step runs on one stream; "
+                            "streams set to 1")
+            self.streams = 1
         set_branch_streams(self.net, self.streams)
         self._backward = backward_kwargs(self.streams, device)
         self.forward_net = dev.compile_module(self.net, self.compile_mode)

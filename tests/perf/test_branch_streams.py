@@ -144,13 +144,32 @@ def test_the_streams_setting_resolves_per_device_and_refuses_bad_values(monkeypa
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert dev.resolve_streams(4, cpu, None) == 1  # no streams off CUDA
     assert dev.resolve_streams(4, cuda, dev.STEP_GRAPHS) == 4
+    assert dev.resolve_streams("auto", cuda, dev.STEP_GRAPHS) == 4  # measured (device.AUTO_STREAMS)
     monkeypatch.setattr(dev, "AUTO_STREAMS", {dev.STEP_GRAPHS: 6})
     assert dev.resolve_streams("auto", cuda, dev.STEP_GRAPHS) == 6
     assert dev.resolve_streams("auto", cuda, None) == 1 == dev.resolve_streams("auto", cpu, dev.STEP_GRAPHS)
     for bad in (0, -2, True, "4", 2.5):
-        with pytest.raises(UserError, match=r"streams: expected auto or an integer >= 1"):
+        with pytest.raises(UserError, match=r"runtime.streams: expected auto or an integer >= 1"):
             dev.resolve_streams(bad, cuda, None)
     with pytest.raises(ValueError, match="streams must be >= 1"):
         set_branch_streams(SearchNetwork(10, layers=3, init_channels=4), 0)
     assert all(c.streams == 3 for c in set_branch_streams(SearchNetwork(10, layers=3, init_channels=4), 3).cells
                if isinstance(c, SearchCell))
+
+
+@pytest.mark.parametrize("setting, warned", [(4, True), ("auto", False)])
+def test_a_second_order_search_keeps_one_stream(monkeypatch, caplog, setting, warned):
+    """The second-order architecture step's autograd.grad calls free saved tensors as they go,
+    which side streams could still be reading: such a search runs on one stream, and says so
+    when streams were asked for explicitly."""
+    from itnas.bench import search_config
+    from itnas.search import Searcher
+
+    monkeypatch.setattr(dev, "resolve_streams", lambda value, device, mode: 4)  # as on CUDA
+    cfg = search_config("darts", 3, 4, 4, "cpu", False, False, False, setting)
+    cfg["arch_optim"]["order"] = "second"
+    with caplog.at_level("WARNING", logger="itnas.search"):
+        searcher = Searcher(cfg, 10, 3, torch.device("cpu"))
+    assert searcher.streams == 1
+    assert all(c.streams == 1 for c in searcher.net.cells)
+    assert ("second-order architecture step runs on one stream" in caplog.text) == warned

@@ -74,7 +74,7 @@ def test_the_shipped_configs_stay_valid(name, kind, compile):
     assert flags["compile"] == compile and flags["amp"] == "auto" and flags["channels_last"] == "auto"
 
 
-@pytest.mark.parametrize("job, cuda_mode", [("train", "reduce-overhead"), ("search", "cudagraphs")])
+@pytest.mark.parametrize("job, cuda_mode", [("train", "reduce-overhead"), ("search", "step-graphs")])
 def test_auto_compile_is_the_measured_mode_on_one_cuda_device_and_eager_elsewhere(job, cuda_mode):
     assert dev.compile_mode("auto", device=CUDA, job=job) == cuda_mode
     assert dev.compile_mode("auto", device=CPU, job=job) is None
