@@ -107,11 +107,15 @@ class Searcher:
         # backwards then keep their saved tensors to the end of the step.
         streams = cfg["runtime"].get("streams", "auto")
         self.streams = dev.resolve_streams(streams, device, self.compile_mode)
-        if self.streams > 1 and cfg["arch_optim"]["order"] == "second":
-            # Its autograd.grad calls free saved tensors that side streams may still read.
+        # One stream for second-order architecture steps, whose autograd.grad calls free saved
+        # tensors that side streams may still read, and under torch.compile, untested with streams.
+        why = ("the second-order architecture step runs on one stream"
+               if cfg["arch_optim"]["order"] == "second" else
+               f"compile {self.compile_mode} is untested with streams" if self.compile_mode in dev.COMPILE_MODES
+               else None)
+        if self.streams > 1 and why:
             if streams != "auto":
-                log.warning("runtime.streams: the second-order architecture step runs on one stream; "
-                            "streams set to 1")
+                log.warning("runtime.streams: %s; streams set to 1", why)
             self.streams = 1
         set_branch_streams(self.net, self.streams)
         self._backward = backward_kwargs(self.streams, device)

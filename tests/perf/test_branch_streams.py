@@ -55,9 +55,9 @@ def _net(streams: int) -> tuple[SearchNetwork, torch.nn.Module]:
 
 
 def test_no_branch_reads_a_tensor_another_branch_of_its_fork_made(monkeypatch):
-    """Every cell (normal and both reductions), forward and through its backward inputs: the
-    shared ReLU and poolings of a state are made before the fork, each branch uses only them
-    and its own tensors. A branch that computed a state's ReLU lazily, on first use, would
+    """Every cell's forward (normal and both reductions): the shared ReLU and poolings of a state
+    are made before the fork, each branch uses only them and its own tensors (the backward runs
+    each op on its forward op's stream, and autograd waits where gradients cross streams). A branch that computed a state's ReLU lazily, on first use, would
     hand it to the branches on other streams unsynchronised, and this test names it."""
     mode = _Provenance()
     forks = []
@@ -157,19 +157,27 @@ def test_the_streams_setting_resolves_per_device_and_refuses_bad_values(monkeypa
                if isinstance(c, SearchCell))
 
 
-@pytest.mark.parametrize("setting, warned", [(4, True), ("auto", False)])
-def test_a_second_order_search_keeps_one_stream(monkeypatch, caplog, setting, warned):
+@pytest.mark.parametrize("setting, order, compile, why", [
+    (4, "second", False, "the second-order architecture step runs on one stream"),
+    ("auto", "second", False, None),
+    (4, "first", "cudagraphs", "compile cudagraphs is untested with streams"),
+    (4, "first", dev.STEP_GRAPHS, None),
+])
+def test_second_order_and_torch_compile_searches_keep_one_stream(monkeypatch, caplog, setting, order, compile, why):
     """The second-order architecture step's autograd.grad calls free saved tensors as they go,
-    which side streams could still be reading: such a search runs on one stream, and says so
-    when streams were asked for explicitly."""
+    which side streams could still be reading, and torch.compile is untested with streams: such
+    searches run on one stream, and say so when streams were asked for explicitly. Step-graphs
+    (and eager) keep them."""
     from itnas.bench import search_config
     from itnas.search import Searcher
 
     monkeypatch.setattr(dev, "resolve_streams", lambda value, device, mode: 4)  # as on CUDA
-    cfg = search_config("darts", 3, 4, 4, "cpu", False, False, False, setting)
-    cfg["arch_optim"]["order"] = "second"
+    monkeypatch.setattr(dev, "compile_module", lambda module, mode: module)  # nothing to compile here
+    cfg = search_config("darts", 3, 4, 4, "cpu", False, False, compile, setting)
+    cfg["arch_optim"]["order"] = order
     with caplog.at_level("WARNING", logger="itnas.search"):
         searcher = Searcher(cfg, 10, 3, torch.device("cpu"))
-    assert searcher.streams == 1
-    assert all(c.streams == 1 for c in searcher.net.cells)
-    assert ("second-order architecture step runs on one stream" in caplog.text) == warned
+    assert searcher.streams == (4 if why is None and setting == 4 else 1)
+    assert all(c.streams == searcher.streams for c in searcher.net.cells)
+    assert ("runtime.streams" in caplog.text) == (why is not None)
+    assert why is None or why in caplog.text
