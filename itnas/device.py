@@ -154,7 +154,7 @@ def resolve_streams(value: int | str, device: torch.device, mode: str | None) ->
     """A `streams` setting (an int >= 1 or 'auto') as a count for a search on `device` in compile
     `mode`: 'auto' is `AUTO_STREAMS[mode]` on CUDA, else 1; any count is 1 off CUDA."""
     if value == "auto":
-        value = AUTO_STREAMS.get(mode or "eager", 1) if device.type == "cuda" else 1
+        value = AUTO_STREAMS.get(mode, 1) if device.type == "cuda" else 1
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise UserError(f"runtime.streams: expected auto or an integer >= 1, got {value!r}")
     return value if device.type == "cuda" else 1

@@ -105,14 +105,15 @@ class Searcher:
         self.cuda_graphs = dev.uses_cuda_graphs(self.compile_mode)
         # The ops into each cell node on side-by-side CUDA streams (itnas/streams.py): the
         # backwards then keep their saved tensors to the end of the step.
-        streams = cfg["runtime"].get("streams", "auto")
+        streams = cfg["runtime"]["streams"]
         self.streams = dev.resolve_streams(streams, device, self.compile_mode)
         # One stream for second-order architecture steps, whose autograd.grad calls free saved
         # tensors that side streams may still read, and under torch.compile, untested with streams.
-        why = ("the second-order architecture step runs on one stream"
-               if cfg["arch_optim"]["order"] == "second" else
-               f"compile {self.compile_mode} is untested with streams" if self.compile_mode in dev.COMPILE_MODES
-               else None)
+        why = None
+        if cfg["arch_optim"]["order"] == "second":
+            why = "the second-order architecture step runs on one stream"
+        elif self.compile_mode in dev.COMPILE_MODES:
+            why = f"compile {self.compile_mode} is untested with streams"
         if self.streams > 1 and why:
             if streams != "auto":
                 log.warning("runtime.streams: %s; streams set to 1", why)

@@ -318,18 +318,10 @@ def test_branch_streams_search_steps_equal_single_stream_ones_on_gpu(cuda, mode)
     runs the kernels it runs on one stream (H200, 2026-11-28: 0 difference on 4 and 8 streams,
     where eager against eager without deterministic cuDNN differed by 1.2e-2 of the largest
     weight change). A missing wait between streams would read half-written tensors."""
-    from itnas.bench import search_config
-    from itnas.search import Searcher
-
     _check_graphed_search(cuda, mode, streams=4)
     dev.set_deterministic(True)
     try:
-        searchers = []
-        for n in (1, 4):
-            cfg = search_config("darts", 3, 16, 64, "cuda", False, False, mode, n)
-            cfg["arch"].update(gumbel=False, transition=True, tiep=False)
-            dev.seed_everything(0)
-            searchers.append(Searcher(cfg, 10, 3, cuda))
+        searchers = [_searcher(cuda, mode, n, channels=16, batch=64) for n in (1, 4)]
         assert [s.streams for s in searchers] == [1, 4]
         for k in range(4):
             (x_val, y_val), (x_tr, y_tr) = _batch(cuda, n=64, seed=2 * k), _batch(cuda, n=64, seed=2 * k + 1)
@@ -371,20 +363,22 @@ def test_cudagraphs_backend_search_steps_equal_eager_ones_on_gpu(cuda):
     _check_graphed_search(cuda, "cudagraphs")
 
 
-def _searchers(cuda, mode, streams=1):
-    """An eager Searcher and one in compile `mode` on `streams` CUDA streams, from the same seed:
-    3 cells, C=4, batch 8, transition policy without the Gumbel draw (no randomness, so both see
-    the same numbers)."""
+def _searcher(cuda, mode, streams=1, channels=4, batch=8):
+    """A Searcher in compile `mode` on `streams` CUDA streams, from seed 0: 3 cells, transition
+    policy without the Gumbel draw (no randomness, so Searchers built alike see the same numbers)."""
     from itnas.bench import search_config
     from itnas.search import Searcher
 
-    searchers = []
-    for compile, n in ((False, 1), (mode, streams)):
-        cfg = search_config("darts", 3, 4, 8, "cuda", False, False, compile, n)
-        cfg["arch"].update(gumbel=False, transition=True, tiep=False)
-        dev.seed_everything(0)
-        searchers.append(Searcher(cfg, 10, 3, cuda))
-    return tuple(searchers)
+    cfg = search_config("darts", 3, channels, batch, "cuda", False, False, mode, streams)
+    cfg["arch"].update(gumbel=False, transition=True, tiep=False)
+    dev.seed_everything(0)
+    return Searcher(cfg, 10, 3, cuda)
+
+
+def _searchers(cuda, mode, streams=1):
+    """An eager Searcher and one in compile `mode` on `streams` CUDA streams (`_searcher`: C=4,
+    batch 8)."""
+    return _searcher(cuda, False), _searcher(cuda, mode, streams)
 
 
 def _check_graphed_search(cuda, mode, streams=1):
