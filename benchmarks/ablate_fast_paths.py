@@ -1,11 +1,12 @@
 """What each supernet fast path buys, in one interleaved run: the search weight step with the
 fast paths switched on one after another (docs/performance.md, "Optimisations").
 
-    plain      every edge computes everything itself (`set_fast_paths(net, False)`)
-    phases     + dilated depthwise convs on pixel phases (ops.dilated_depthwise, CPU only)
-    blocks     + 5x5 depthwise weight gradients from four 3x3 ones (ops._Depthwise5x5, CPU only)
+    plain      the method as written: every edge computes everything itself (runtime.accel: false)
+    phases     + dilated depthwise convs on pixel phases (accel.kernels.dilated_depthwise, CPU only)
+    blocks     + 5x5 depthwise weight gradients from four 3x3 ones (accel.kernels._Depthwise5x5, CPU only)
     shared     + ReLU and poolings computed once per cell state, each node's weighted sum of
-                 its 7j op outputs as one matrix-vector product (supernet.mix)
+                 its 7j op outputs as one matrix-vector product (accel.supernet), and BN without
+                 its batch counter (accel.kernels.BatchNorm)
 
     .venv/bin/python benchmarks/ablate_fast_paths.py --batch-size 16 --repeats 5 --threads 1
 """
@@ -18,30 +19,26 @@ import sys
 import common
 import torch
 
-from itnas import bench, ops
-from itnas.ops import DilConv, set_fast_paths
-from itnas.policies import VARIANT_FLAGS, build_policy
-from itnas.supernet import SearchCell, SearchNetwork
+from itnas import variants
+from itnas.accel import bench, kernels
+from itnas.accel.supernet import use_fast_cells
+from itnas.search.policies import build_policy
+from itnas.search.supernet import SearchNetwork
 
 LEVELS = ("plain", "phases", "blocks", "shared")
 
 
 def configure(net: SearchNetwork, level: str) -> SearchNetwork:
     on = LEVELS.index(level)
-    set_fast_paths(net, False)
-    for m in net.modules():
-        if isinstance(m, DilConv):
-            m.fast = on >= 1
-        elif isinstance(m, SearchCell):
-            m.fast = on >= 3
-    return net
+    kernels.use_fast_kernels(net, depthwise_convs=on >= 1, batch_norm=on >= 3)
+    return use_fast_cells(net) if on >= 3 else net
 
 
 def blockwise_switch(on: bool):
     """The blockwise 5x5 gradient has no per-module switch: its size threshold is module-wide,
     so each candidate sets it before its step."""
     def switch() -> None:
-        ops.BLOCKWISE_MIN_SIZE = 16 if on else 1 << 30
+        kernels.BLOCKWISE_MIN_SIZE = 16 if on else 1 << 30
     return switch
 
 
@@ -53,11 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     levels = args.levels.split(",")
     if not levels or any(level not in LEVELS for level in levels):
         raise SystemExit(f"ablate_fast_paths.py: error: --levels {args.levels}: expected names from {', '.join(LEVELS)}")
-    bench.set_threads(args.threads)
+    torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    flags = VARIANT_FLAGS[args.variant]
+    v = variants.get(args.variant)
     base = SearchNetwork(10, args.layers, args.init_channels)
-    policy = build_policy(flags["gumbel"], flags["transition"])
+    policy = build_policy(v.gumbel, v.transition)
     if args.channels_last:
         base = base.to(memory_format=torch.channels_last)
     data = common.batches(args.batch_size, args.image_size, args.seed, args.channels_last)

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from itnas import bench
+from itnas.accel import bench
 
 
 def parser(doc: str | None, *, repeats: int, warmup: int, variant: str = "darts",

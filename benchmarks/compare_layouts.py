@@ -12,7 +12,9 @@ import argparse
 import json
 import sys
 
-from itnas import bench
+import torch
+
+from itnas.accel import bench
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu")
     args = p.parse_args(argv)
-    bench.set_threads(args.threads)
+    torch.set_num_threads(args.threads)
     candidates = {}
     for cl in (False, True):
         tag = "channels_last" if cl else "nchw"

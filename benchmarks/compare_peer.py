@@ -22,7 +22,7 @@ import sys
 import common
 import torch
 
-from itnas import bench
+from itnas.accel import bench
 
 PEER_OPS = ["dua_sepc_3x3", "dua_sepc_5x5", "dil_sepc_3x3", "dil_sepc_5x5",
             "avg_pool_3x3", "max_pool_3x3", "skip_connect"]
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.cells % 3 or args.cells < 3:
         raise SystemExit(f"compare_peer.py: error: --cells {args.cells}: xautodl stacks 3N cells, "
                          f"expected a multiple of 3")
-    bench.set_threads(args.threads)
+    torch.set_num_threads(args.threads)
     try:
         import xautodl  # noqa: F401
     except ImportError:

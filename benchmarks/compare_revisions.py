@@ -1,10 +1,11 @@
-"""Before/after: the supernet step of a git revision's ops/supernet/policies against the working
-tree's, in one interleaved run (the ratio the optimisation notes in docs/performance.md cite).
+"""Before/after: the supernet step of a git revision against the working tree's, in one
+interleaved run (the ratio the optimisation notes in docs/performance.md cite).
 
-The revision's three modules are read with `git show REV:itnas/<module>.py` into a throwaway
-package, so both versions run side by side in one process on the same batches; everything
-else (formats, the training step below) is shared. One step = the policy's edge weights,
-forward, cross-entropy, backward, clip to norm 5, SGD update (the search's weight step).
+The revision's `itnas/` tree is unpacked (`git archive`) into a throwaway package `itnas_rev`,
+so both versions run side by side in one process on the same batches, each with the speed-ups
+its search runs with (revisions before the package layout of 2026-12 had them built in; later
+ones apply itnas/accel). One step = the policy's edge weights, forward, cross-entropy,
+backward, clip to norm 5, SGD update (the search's weight step).
 
     .venv/bin/python benchmarks/compare_revisions.py --base HEAD --variant darts --threads 1
 """
@@ -12,43 +13,69 @@ forward, cross-entropy, backward, clip to norm 5, SGD update (the search's weigh
 from __future__ import annotations
 
 import importlib
+import io
+import re
 import subprocess
 import sys
+import tarfile
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import common
 import torch
 
-from itnas import bench
+from itnas.accel import bench
 
-MODULES = ("ops", "supernet", "policies")
 REPO = Path(__file__).resolve().parents[1]
+Build = Callable[[str, int, int], tuple[torch.nn.Module, torch.nn.Module]]  # (variant, layers, C) -> net, policy
 
 
-def load_revision(rev: str, where: Path):
-    """Import the revision's modules as package `itnas_rev` (their itnas.* imports of each other
-    rewritten to it); returns (supernet module, policies module)."""
-    pkg = where / "itnas_rev"
-    pkg.mkdir()
-    (pkg / "__init__.py").write_text("")
-    for name in MODULES:
-        text = subprocess.run(["git", "show", f"{rev}:itnas/{name}.py"], cwd=REPO, check=True,
-                              capture_output=True, text=True).stdout
-        for other in MODULES:
-            text = text.replace(f"from itnas.{other} import", f"from itnas_rev.{other} import")
-        (pkg / f"{name}.py").write_text(text)
+def load_revision(rev: str, where: Path) -> Build:
+    """The revision's `itnas` package as `itnas_rev` (its imports of itself rewritten); returns
+    how it builds a search network, as its search runs it, and the policy of a variant."""
+    archive = subprocess.run(["git", "archive", rev, "itnas"], cwd=REPO, check=True, capture_output=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(where, filter="data")
+    (where / "itnas").rename(where / "itnas_rev")
+    for path in (where / "itnas_rev").rglob("*.py"):
+        text = path.read_text()
+        text = re.sub(r"\b(from|import) itnas\b", r"\1 itnas_rev", text)
+        path.write_text(text.replace('"itnas.schemas"', '"itnas_rev.schemas"'))
     sys.path.insert(0, str(where))
-    return importlib.import_module("itnas_rev.supernet"), importlib.import_module("itnas_rev.policies")
+    if (where / "itnas_rev" / "search" / "supernet.py").exists():
+        return _accelerated("itnas_rev")
+    supernet = importlib.import_module("itnas_rev.supernet")
+    policies = importlib.import_module("itnas_rev.policies")
+
+    def build(variant: str, layers: int, channels: int):
+        flags = policies.VARIANT_FLAGS[variant]  # fast paths built in
+        return supernet.SearchNetwork(10, layers, channels), policies.build_policy(flags["gumbel"], flags["transition"])
+
+    return build
 
 
-def revision_step(supernet, policies, variant: str, layers: int, channels: int, batch: int, size: int,
+def _accelerated(package: str) -> Build:
+    """How the package layout of 2026-12 and later builds them: plain, then itnas/accel."""
+    supernet = importlib.import_module(f"{package}.search.supernet")
+    policies = importlib.import_module(f"{package}.search.policies")
+    variants = importlib.import_module(f"{package}.variants")
+    kernels = importlib.import_module(f"{package}.accel.kernels")
+    fast = importlib.import_module(f"{package}.accel.supernet")
+
+    def build(variant: str, layers: int, channels: int):
+        v = variants.get(variant)
+        net = fast.use_fast_cells(kernels.use_fast_kernels(supernet.SearchNetwork(10, layers, channels)))
+        return net, policies.build_policy(v.gumbel, v.transition)
+
+    return build
+
+
+def revision_step(build: Build, variant: str, layers: int, channels: int, batch: int, size: int,
                   channels_last: bool, seed: int) -> common.WeightStep:
     """The weight step of one revision's supernet and policy (built from `seed`)."""
-    flags = policies.VARIANT_FLAGS[variant]
     torch.manual_seed(seed)
-    net = supernet.SearchNetwork(10, layers, channels)
-    policy = policies.build_policy(flags["gumbel"], flags["transition"])
+    net, policy = build(variant, layers, channels)
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
     return common.supernet_step(net, policy, common.batches(batch, size, seed, channels_last))
@@ -59,15 +86,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--base", default="HEAD", help="git revision to compare against")
     p.add_argument("--channels-last", action="store_true", help="both in channels-last")
     args = p.parse_args(argv)
-    bench.set_threads(args.threads)
-    from itnas import policies, supernet
-
+    torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
-        base_supernet, base_policies = load_revision(args.base, Path(tmp))
+        base = load_revision(args.base, Path(tmp))
         common_args = (args.variant, args.layers, args.init_channels, args.batch_size, args.image_size,
                        args.channels_last, args.seed)
-        runs = {"before": revision_step(base_supernet, base_policies, *common_args),
-                "after": revision_step(supernet, policies, *common_args)}
+        runs = {"before": revision_step(base, *common_args),
+                "after": revision_step(_accelerated("itnas"), *common_args)}
         t = bench.interleave(runs, args.repeats, torch.device("cpu"), args.warmup)
     return common.emit("compare_revisions.py", {
         "compare": "revisions", "base": args.base, "variant": args.variant, "layers": args.layers,

@@ -16,8 +16,9 @@ from __future__ import annotations
 import sys
 
 import common
+import torch
 
-from itnas import bench
+from itnas.accel import bench
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--channels-last", default="auto", help="auto, true or false (both variants)")
     args = p.parse_args(argv)
-    bench.set_threads(args.threads)
+    torch.set_num_threads(args.threads)
     cl = args.channels_last if args.channels_last == "auto" else args.channels_last.lower() == "true"
     runs = {name: bench.SupernetBench(name, args.layers, args.init_channels, args.batch_size,
                                       args.image_size, args.device, amp=False, channels_last=cl,
@@ -41,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     return common.emit("compare_variants.py", {
         "compare": f"{v}_vs_darts", "layers": args.layers, "init_channels": args.init_channels,
         "batch_size": args.batch_size, "image_size": args.image_size,
-        "channels_last": runs["darts"].searcher.channels_last, "device": str(device), "repeats": args.repeats,
+        "channels_last": runs["darts"].searcher.rt.channels_last, "device": str(device), "repeats": args.repeats,
         **{name: timings.summary("step") for name, timings in t.items()},
         "weight_ratio_cpu": bench.ratio(t[f"{v}_weight"], t["darts_weight"], "cpu"),
         "weight_ratio_wall": bench.ratio(t[f"{v}_weight"], t["darts_weight"], "wall"),

@@ -72,7 +72,7 @@ else
 fi
 STREAMS=${STREAMS-4}
 PLAIN="--amp false --channels-last false"
-BENCH=("$PY" -m itnas.bench_cli)
+BENCH=("$PY" -m itnas.cli.bench)
 
 left() { echo $(( BUDGET - (SECONDS - START) )); }
 
@@ -145,7 +145,7 @@ tests() {
     if "$PY" -c "import pytest, pytest_timeout" 2>/dev/null; then
         STDOUT="$OUT/tests_$group.out" background "tests_$group" bash -c '
             py=$1; shift
-            for id in $("$py" -m pytest tests/perf/test_cuda_fast_paths.py -m gpu -k "$1" --collect-only -q \
+            for id in $("$py" -m pytest tests/accel/test_cuda.py -m gpu -k "$1" --collect-only -q \
                         -p no:cacheprovider -o addopts="" | grep "::"); do
                 "$py" -m pytest "$id" -m gpu -v -rfE --tb=short --timeout "$2" -p no:cacheprovider -p no:logging \
                     --show-capture=no -o addopts=""

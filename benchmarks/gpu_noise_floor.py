@@ -1,6 +1,6 @@
 """How far apart two runs of the GPU search-step comparison land by rounding alone, and how far
 a compiled mode lands from eager: the floor under the tolerances of
-tests/perf/test_cuda_fast_paths.py's `*_search_steps_equal_eager_ones_on_gpu` tests.
+tests/accel/test_cuda.py's `*_search_steps_equal_eager_ones_on_gpu` tests.
 
     python3 benchmarks/gpu_noise_floor.py [MODE ...] [--device cuda]
 
@@ -23,9 +23,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from itnas import device as dev  # noqa: E402
-from itnas.bench import search_config  # noqa: E402
-from itnas.search import Searcher  # noqa: E402
+from itnas import runtime as dev  # noqa: E402
+from itnas.accel.bench import search_config  # noqa: E402
+from itnas.search.loop import Searcher  # noqa: E402
 
 
 def _batch(device: torch.device, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -38,7 +38,7 @@ def search_run(device: torch.device, compile: bool | str, deterministic: bool) -
     cfg = search_config("darts", 3, 4, 8, device.type, False, False, compile)
     cfg["arch"].update(gumbel=False, transition=True, tiep=False)
     dev.seed_everything(0)
-    searcher = Searcher(cfg, 10, 3, device)
+    searcher = Searcher(cfg, 10, 3)
     start = [p.detach().clone() for p in searcher.net.parameters()]
     batches = [_batch(device, 8, k) for k in range(11)]
     losses = []

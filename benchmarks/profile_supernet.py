@@ -21,22 +21,19 @@ from torch.profiler import ProfilerActivity, profile
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402
-from compare_revisions import load_revision, revision_step  # noqa: E402
+from compare_revisions import _accelerated, load_revision, revision_step  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     p = common.parser(__doc__, repeats=2, warmup=1)
-    p.add_argument("--base", help="profile this git revision's ops/supernet/policies instead")
+    p.add_argument("--base", help="profile this git revision's supernet instead")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--rows", type=int, default=15)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
-        if args.base:
-            supernet, policies = load_revision(args.base, Path(tmp))
-        else:
-            from itnas import policies, supernet
-        step = revision_step(supernet, policies, args.variant, args.layers, args.init_channels,
+        build = load_revision(args.base, Path(tmp)) if args.base else _accelerated("itnas")
+        step = revision_step(build, args.variant, args.layers, args.init_channels,
                              args.batch_size, args.image_size, args.channels_last, args.seed)
         for _ in range(args.warmup):
             step()

@@ -1,4 +1,4 @@
-"""Run the `gpu`-marked tests of tests/perf where pytest (or pytest-timeout) is not installed (a
+"""Run the `gpu`-marked tests of tests/accel where pytest (or pytest-timeout) is not installed (a
 bare GPU machine): a minimal stand-in for the few pytest names those tests use, then each test
 in turn, its name printed (and flushed) before it starts, each under its own time limit.
 
@@ -21,7 +21,7 @@ import traceback
 import types
 from pathlib import Path
 
-MODULES = ["tests.perf.test_cuda_fast_paths"]
+MODULES = ["tests.accel.test_cuda_fast_paths"]
 
 
 class Skipped(Exception):
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         install_shim()
     import torch
 
-    # As the `cuda` fixture of tests/perf/conftest.py: float32 comparisons without TF32.
+    # As the `cuda` fixture of tests/accel/conftest.py: float32 comparisons without TF32.
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     signal.signal(signal.SIGALRM, _alarm)
     failed = passed = skipped = 0

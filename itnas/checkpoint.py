@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from itnas.atomic import write_bytes
 from itnas.errors import CorruptFileError
+from itnas.files import write_bytes
 
 MAGIC = b"ITNAS-CHECKPOINT/1\n"
 

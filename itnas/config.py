@@ -1,6 +1,7 @@
 """Configuration files: safe YAML, `--set dotted.key=value` overrides, schema defaults and checks.
 
-Each kind of config (search, train, ...) has a JSON schema in `itnas/schemas/<kind>.json`.
+Each kind of config (search, train) has a JSON schema in `itnas/schemas/<kind>.json`; both take
+the same `runtime` block (`schemas/runtime.json`, referenced as `{"$ref": "runtime.json"}`).
 The schema is the single source of defaults ("default" keywords); the YAML files under
 `config/` state the paper's values explicitly for readers. Every problem becomes one
 `UserError` line naming the file and the key, raised before any work starts.
@@ -16,37 +17,47 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import yaml
 
 from itnas.errors import UserError
+from itnas.files import read_yaml
+
+SHARED = {"runtime.json"}  # schemas other schemas include by reference
 
 
 @cache
 def load_schema(kind: str) -> dict:
-    try:
-        text = resources.files("itnas.schemas").joinpath(f"{kind}.json").read_text()
-    except FileNotFoundError:
-        raise UserError(f"unknown config kind '{kind}'") from None
-    return json.loads(text)
+    """The schema of config kind `kind`, its shared blocks included."""
+    schema = _schema_file(f"{kind}.json")
+    for key, sub in schema.get("properties", {}).items():
+        if sub.get("$ref") in SHARED:
+            shared = _schema_file(sub["$ref"])
+            shared.pop("$schema", None)
+            schema["properties"][key] = shared
+    return schema
 
 
-def read_yaml(path: str | Path) -> Any:
-    """Parse a YAML file safely; syntax errors become one line with the position."""
-    path = Path(path)
+def _schema_file(name: str) -> dict:
     try:
-        text = path.read_text(encoding="utf-8")
+        return json.loads(resources.files("itnas.schemas").joinpath(name).read_text())
     except FileNotFoundError:
-        raise UserError(f"{path}: file not found") from None
-    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: cannot read: {exc.__class__.__name__}") from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise UserError(f"{path}: YAML syntax error{where}: {problem}") from None
+        raise UserError(f"unknown config kind '{name.removesuffix('.json')}'") from None
+
+
+def defaults(kind: str) -> dict:
+    """A config of kind `kind` holding every default of its schema."""
+    return fill_defaults({}, load_schema(kind))
+
+
+def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    """{'optim': {'lr': 0.1}} -> {'optim.lr': 0.1}; lists stay values."""
+    out: dict[str, Any] = {}
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    elif prefix:
+        out[prefix] = obj
+    return out
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
@@ -94,7 +105,7 @@ def fill_defaults(cfg: Any, schema: dict) -> Any:
     return out
 
 
-def _describe(error: jsonschema.ValidationError) -> tuple[str, str]:
+def _describe(error) -> tuple[str, str]:
     key = ".".join(str(p) for p in error.absolute_path)
     if error.validator == "additionalProperties":
         extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
@@ -116,6 +127,9 @@ def _describe(error: jsonschema.ValidationError) -> tuple[str, str]:
 
 
 def validate(cfg: Any, schema: dict, source: str) -> None:
+    """Check `cfg` against `schema`; the first problem is one UserError line naming `source`."""
+    import jsonschema  # optional where only `itnas bench` runs (a lent GPU machine has torch, not this)
+
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(cfg), key=lambda e: (len(e.absolute_path), str(e.absolute_path)))
     if errors:
@@ -133,7 +147,7 @@ def load_config(
     """Read, override, default-fill and validate a config; `check` adds cross-key rules."""
     schema = load_schema(kind)
     source = str(path) if path is not None else f"<{kind} defaults>"
-    raw = {} if path is None else read_yaml(path)
+    raw = {} if path is None else read_yaml(path, "config file")
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -148,11 +162,3 @@ def load_config(
         check(cfg, source)
     return cfg
 
-
-def get(cfg: dict, dotted: str, default: Any = None) -> Any:
-    node: Any = cfg
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return default
-        node = node[part]
-    return node

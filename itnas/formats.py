@@ -1,78 +1,27 @@
-"""File formats other tools read: genotype JSON, arch state (`itnas-arch-state/1`), metrics.
-
-Every reader validates and reports problems as one line naming the file; every writer is
-atomic. See SPEC section 5 for the contracts; keep them stable.
+"""The architecture-state file (`itnas-arch-state/1`): written by every search, read by
+`itnas derive` (SPEC section 5). The reader validates and reports every problem as one line
+naming the file; the writer validates first and writes atomically. Keep the format stable.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
 
-from itnas import genotypes
-from itnas.atomic import write_json
-from itnas.errors import CorruptFileError, UserError
-from itnas.ops import PRIMITIVES
+from itnas.errors import UserError
+from itnas.files import read_json, write_json
+from itnas.space import (
+    ALL_EDGES,
+    INNER_EDGES,
+    OUTER_EDGES,
+    PRIMITIVES,
+    TRIPLES,
+    edge_key,
+    triple_key,
+)
 
 ARCH_STATE_FORMAT = "itnas-arch-state/1"
-OUTER_EDGES = [(i, j) for j in range(2, 6) for i in (0, 1)]
-INNER_EDGES = [(i, j) for j in range(3, 6) for i in range(2, j)]
-ALL_EDGES = [(i, j) for j in range(2, 6) for i in range(j)]
-TRIPLES = [(m, i, j) for (i, j) in INNER_EDGES for m in range(i)]  # 16 per cell type
-
-
-def edge_key(i: int, j: int) -> str:
-    return f"{i}->{j}"
-
-
-def triple_key(m: int, i: int, j: int) -> str:
-    return f"{m}->{i}->{j}"
-
-
-def read_json(path: str | Path, what: str = "JSON file") -> Any:
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(f"{path}: {what} not found") from None
-    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
-        raise CorruptFileError(f"{path}: cannot read {what}: {exc.__class__.__name__}") from None
-    try:
-        return json.loads(text, parse_constant=_reject_constant)
-    except ValueError as exc:
-        raise CorruptFileError(f"{path}: not valid JSON ({exc}); expected a {what}") from None
-
-
-def _reject_constant(name: str) -> float:
-    raise ValueError(f"{name} is not allowed")
-
-
-# ----------------------------------------------------------------------------- genotype
-
-
-def load_genotype(path: str | Path) -> genotypes.Genotype:
-    return genotypes.from_json(read_json(path, "genotype"), source=str(path))
-
-
-def save_genotype(path: str | Path, genotype: genotypes.Genotype, **extra: Any) -> None:
-    write_json(path, {**genotype.to_json(), **extra})
-
-
-def resolve_genotype(name_or_file: str) -> tuple[genotypes.Genotype, str]:
-    """A registered name (DARTS_V2, ...) or a genotype JSON file; returns (genotype, label)."""
-    found = genotypes.lookup(name_or_file)
-    if found is not None:
-        return found, name_or_file.upper()
-    path = Path(name_or_file)
-    if path.is_file():
-        return load_genotype(path), path.stem if path.stem != "genotype" else str(path)
-    raise UserError(f"unknown genotype '{name_or_file}': not a registered name "
-                    f"({', '.join(genotypes.published_names())}) nor an existing file")
-
-
-# ----------------------------------------------------------------------------- arch state
 
 
 def _vector(value: Any, where: str, size: int) -> list[float]:

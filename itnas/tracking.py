@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import logging
 import math
 import os
@@ -35,12 +36,16 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlparse
 
+from itnas.config import flatten
+from itnas.report.plots import draw_genotype
+from itnas.space import load_genotype
+from itnas.variants import NAMES as VARIANTS
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 DEFAULT_EXPERIMENT = "itnas"
-VARIANTS = ("darts", "gumbel", "gumbel_transition", "itnas")
 RETRY_BUDGET_S = float(os.environ.get("ITNAS_TRACKING_RETRY_S", "120"))
 PROBE_TIMEOUT_S = 3.0
 MAX_PARAM_LEN = 6000
@@ -66,17 +71,6 @@ def _warn(message: str) -> None:
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
-    """{'optim': {'lr': 0.1}} -> {'optim.lr': 0.1}; lists stay values."""
-    out: dict[str, Any] = {}
-    if isinstance(obj, dict):
-        for key, value in obj.items():
-            out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
-    elif prefix:
-        out[prefix] = obj
-    return out
 
 
 _BAD_KEY = re.compile(r"[^A-Za-z0-9_\-. /]")
@@ -326,15 +320,11 @@ class Run(NullRun):
         """A genotype gets its hash as a tag and its cell drawing as a figure (drawn once per
         genotype and machine: the drawing is cached by hash, since many runs share a cell)."""
         try:
-            from itnas.formats import load_genotype
-
             genotype = load_genotype(path)
             key = genotype.hash()
             self.set_tags({"genotype_hash": key})
             png = figure_cache() / f"cell-{key}.png"
             if not png.exists():
-                from itnas.plots import draw_genotype
-
                 draw_genotype(genotype, png, title=f"genotype {key}")
             with tempfile.TemporaryDirectory() as tmp:  # logged under the name cell.png
                 named = Path(tmp) / "cell.png"
@@ -352,8 +342,6 @@ class Run(NullRun):
 
 def _value(v: Any) -> str:
     if isinstance(v, (list, tuple, dict)):
-        import json
-
         return json.dumps(v, separators=(",", ":"), default=str)
     return str(v)
 
@@ -401,12 +389,11 @@ def _open_run(stage: str, run_name: str, params: dict[str, Any], tags: dict[str,
 
 
 @contextlib.contextmanager
-def start_run(stage: str, run_name: str, params: dict[str, Any], tags: dict[str, Any],
-              artifacts_dir: str | Path | None = None) -> Iterator[NullRun]:
+def start_run(stage: str, run_name: str, params: dict[str, Any], tags: dict[str, Any]) -> Iterator[NullRun]:
     """One tracked run around a job; yields a run whose calls never raise.
 
-    On normal exit the run is FINISHED (after logging the standard files of `artifacts_dir`,
-    if given); an exception marks it FAILED (KILLED for Ctrl-C) and propagates unchanged.
+    On normal exit the run is FINISHED; an exception marks it FAILED (KILLED for Ctrl-C) and
+    propagates unchanged.
     """
     run = _open_run(stage, run_name, params, tags)
     try:
@@ -416,8 +403,4 @@ def start_run(stage: str, run_name: str, params: dict[str, Any], tags: dict[str,
             run.end("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
         raise
     if isinstance(run, Run):
-        if artifacts_dir is not None:
-            for name in ("genotype.json", "metrics.json", "history.json", "arch_state.json"):
-                if (Path(artifacts_dir) / name).exists():
-                    run.log_artifact(str(Path(artifacts_dir) / name))
         run.end("FINISHED")

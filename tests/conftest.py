@@ -45,5 +45,5 @@ def tiny_search_overrides(standin_root) -> list[str]:
     return [
         "dataset=synthetic-cifar10", f"data_root={standin_root}", "epochs=2",
         "model.layers=5", "model.init_channels=4", "data.batch_size=8", "data.max_samples=32",
-        "data.workers=0", "runtime.device=cpu", "runtime.progress=false",
+        "runtime.workers=0", "runtime.device=cpu", "runtime.progress=false",
     ]

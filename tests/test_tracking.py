@@ -40,9 +40,10 @@ JOB = textwrap.dedent("""
     params = {"epochs": 5, "optim": {"lr": 0.025, "momentum": 0.9}, "arch": {"gumbel": True},
               "model": {"layers": 5, "init_channels": 4}, "seed": seed}
     tags = {"dataset": "synthetic-cifar10", "variant": "itnas", "seed": str(seed)}
-    with tracking.start_run("search", f"search-itnas-seed{seed}", params, tags, artifacts_dir=out) as run:
+    with tracking.start_run("search", f"search-itnas-seed{seed}", params, tags) as run:
         for epoch in range(1, 6):
             run.log_metrics({"train_loss": 2.0 / epoch, "val_acc": 10.0 * epoch, "tau": 5.0 - epoch}, step=epoch)
+        run.log_artifact(str(out / "metrics.json"))
     print("done", seed, type(run).__name__, flush=True)
 """)
 
@@ -171,7 +172,7 @@ def test_a_failing_job_marks_its_run_failed_and_the_error_propagates(store):
 
 
 def test_a_logged_genotype_tags_its_hash_and_adds_the_cell_drawing(store, tmp_path):
-    from itnas.genotypes import from_json
+    from itnas.space import genotype_from_json as from_json
 
     path = tmp_path / "genotype.json"
     path.write_text(json.dumps(DARTS_V2))

@@ -18,13 +18,13 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from itnas.atomic import publish_folder, usual_mode
+from tqdm import tqdm
+
 from itnas.errors import DataError
+from itnas.files import publish_folder, usual_mode
 
 
 def _progress(total: int | None, desc: str):
-    from tqdm import tqdm
-
     # disable=None: bars only on a terminal, so logs and captured output stay clean.
     return tqdm(total=total, desc=desc, unit=" files", disable=None, leave=False)
 

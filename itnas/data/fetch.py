@@ -1,4 +1,4 @@
-"""Fetch, prepare and verify datasets under one root folder.
+"""Fetch and prepare datasets under one root folder (manifest.py verifies them).
 
 Layout under `root`:
   downloads/<name>/<file>        archives as downloaded (or placed, for ImageNet); kept
@@ -16,14 +16,13 @@ match is moved aside to `<file>.corrupt` and never used.
 from __future__ import annotations
 
 import contextlib
-import hashlib
+import fcntl
 import http.client
 import json
 import logging
 import os
 import pickle
 import shutil
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -31,32 +30,23 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
-from itnas.atomic import publish_folder, usual_mode, write_json
+from itnas.data import synthetic
 from itnas.data.archive import safe_extract
+from itnas.data.manifest import file_hash, hash_name, staging_folder, verify, write_manifest
 from itnas.data.registry import DatasetSpec, get_spec
 from itnas.errors import DataError, UserError
+from itnas.files import publish_folder
 
 log = logging.getLogger(__name__)
 
-MANIFEST = ".itnas-manifest.json"
-MANIFEST_FORMAT = "itnas-data-manifest/1"
 MIRROR_ENV = "ITNAS_DATA_MIRROR"
 _CHUNK = 1 << 20
 
 
 # ---------------------------------------------------------------------------------------
 # checksums and downloads
-
-def hash_name(hexdigest: str) -> str:
-    """The algorithm a pinned checksum uses, told by its length."""
-    return {32: "md5", 64: "sha256"}.get(len(hexdigest), "unknown")
-
-
-def file_hash(path: str | os.PathLike, algorithm: str = "sha256") -> str:
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, algorithm).hexdigest()
-
 
 def source_url(spec: DatasetSpec, filename: str, mirror: str | None = None) -> str:
     """Where to download `filename`: the mirror (argument, else $ITNAS_DATA_MIRROR) or the
@@ -76,8 +66,6 @@ class _ShortRead(OSError):
 
 
 def _progress_bytes(total: int | None, desc: str):
-    from tqdm import tqdm
-
     return tqdm(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024,
                 disable=None, leave=False)
 
@@ -171,157 +159,6 @@ def _download_all(spec: DatasetSpec, root: Path, mirror: str | None, retries: in
     return {f: download(source_url(spec, f, mirror), folder / f, spec.checksums.get(f),
                         retries=retries, backoff=backoff)
             for f in spec.urls}
-
-
-# ---------------------------------------------------------------------------------------
-# staging, manifest, verify
-
-@contextlib.contextmanager
-def staging_folder(root: str | os.PathLike, name: str) -> Iterator[Path]:
-    """A fresh folder beside `<root>/<name>` to build into; removed if the build fails."""
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".staging", dir=root))
-    usual_mode(stage, 0o777)
-    try:
-        yield stage
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
-
-
-def _folder_digest(folder: Path, quick: bool) -> dict:
-    """Count, bytes and (unless quick) a sha256 over every file's name, size and sha256."""
-    digest = hashlib.sha256()
-    count = size = 0
-    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
-        if not entry.is_file():
-            continue
-        n = entry.stat().st_size
-        count += 1
-        size += n
-        if not quick:
-            digest.update(f"{entry.name}\0{n}\0{file_hash(entry.path)}\n".encode())
-    out = {"files": count, "bytes": size}
-    if not quick:
-        out["sha256"] = digest.hexdigest()
-    return out
-
-
-def write_manifest(folder: str | os.PathLike, spec: DatasetSpec) -> dict:
-    """Record every prepared file (or, for ImageNet, every image folder) for `verify`.
-
-    sha256 per file for the array datasets; ImageNet's 1.3 M images are summarised per
-    class folder (count, bytes, and a sha256 over the files' names, sizes and sha256s), so
-    the manifest stays small and `verify` names the folder that changed.
-    """
-    folder = Path(folder)
-    files: dict[str, dict] = {}
-    folders: dict[str, dict] = {}
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames.sort()
-        rel_dir = Path(dirpath).relative_to(folder).as_posix()
-        if spec.manifest_hash == "per-folder" and rel_dir != ".":
-            folders[rel_dir] = _folder_digest(Path(dirpath), quick=False)
-            continue
-        for fname in sorted(filenames):
-            if fname == MANIFEST:
-                continue
-            path = Path(dirpath) / fname
-            rel = path.relative_to(folder).as_posix()
-            files[rel] = {"size": path.stat().st_size, "sha256": file_hash(path)}
-    manifest = {"format": MANIFEST_FORMAT, "dataset": spec.name, "benchmark": spec.benchmark,
-                "standin": spec.standin, "hash": "sha256", "files": files}
-    if folders:
-        manifest["folders"] = {k: v for k, v in folders.items() if v["files"]}
-    write_json(folder / MANIFEST, manifest)
-    usual_mode(folder / MANIFEST, 0o666)
-    return manifest
-
-
-def _fetch_hint(name: str, root: Path) -> str:
-    return f"run `itnas data fetch {name} --root {root}`"
-
-
-def load_manifest(name: str, root: str | os.PathLike) -> dict:
-    """The manifest of a prepared dataset; DataError if the folder or manifest is missing."""
-    root = Path(root)
-    folder = root / name
-    if not folder.is_dir():
-        raise DataError(f"dataset '{name}' not found: no folder {folder} "
-                        f"({_fetch_hint(name, root)})")
-    path = folder / MANIFEST
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"incomplete dataset: {path} is missing, the prepare did not "
-                        f"finish ({_fetch_hint(name, root)})") from None
-    except (OSError, ValueError) as exc:
-        raise DataError(f"corrupt file: {path} is unreadable ({exc.__class__.__name__}); "
-                        f"{_fetch_hint(name, root)}") from None
-    if (not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT
-            or manifest.get("dataset") != name or not isinstance(manifest.get("files"), dict)):
-        raise DataError(f"corrupt file: {path} is not an {MANIFEST_FORMAT} manifest for "
-                        f"'{name}'; {_fetch_hint(name, root)}")
-    return manifest
-
-
-def manifest_count(manifest: dict) -> int:
-    """Number of data files a manifest covers (files plus the files in summarised folders)."""
-    return len(manifest["files"]) + sum(v["files"] for v in manifest.get("folders", {}).values())
-
-
-def verify(name: str, root: str | os.PathLike, quick: bool = False) -> None:
-    """Check a prepared dataset against its manifest; a DataError names the first bad file.
-
-    Detects missing files, changed sizes (truncation) and changed contents (sha256). `quick`
-    checks presence and sizes only.
-    """
-    get_spec(name)
-    root = Path(root)
-    folder = root / name
-    manifest = load_manifest(name, root)
-    hint = _fetch_hint(name, root)
-    for rel, entry in manifest["files"].items():
-        path = folder / rel
-        if not path.is_file():
-            raise DataError(f"missing file: {path} ({hint})")
-        size = path.stat().st_size
-        if size != entry["size"]:
-            raise DataError(f"corrupt file: {path} has {size} bytes, expected "
-                            f"{entry['size']} ({hint})")
-        if not quick and file_hash(path) != entry["sha256"]:
-            raise DataError(f"corrupt file: {path} (sha256 differs from the manifest; {hint})")
-    for rel, entry in manifest.get("folders", {}).items():
-        path = folder / rel
-        if not path.is_dir():
-            raise DataError(f"missing folder: {path} ({hint})")
-        actual = _folder_digest(path, quick)
-        for key in ("files", "bytes", "sha256"):
-            if key in actual and actual[key] != entry[key]:
-                raise DataError(f"corrupt folder: {path} ({key} differs from the manifest: "
-                                f"{actual[key]} vs {entry[key]}; {hint})")
-
-
-def check_present(name: str, root: str | os.PathLike) -> Path:
-    """Cheap check before every load: the manifest exists and its files have their sizes.
-
-    Reads no data; `verify` is the thorough check.
-    """
-    root = Path(root)
-    folder = root / name
-    manifest = load_manifest(name, root)
-    for rel, entry in manifest["files"].items():
-        try:
-            size = (folder / rel).stat().st_size
-        except FileNotFoundError:
-            raise DataError(f"missing file: {folder / rel} ({_fetch_hint(name, root)})") from None
-        if size != entry["size"]:
-            raise DataError(f"corrupt file: {folder / rel} has {size} bytes, expected "
-                            f"{entry['size']} ({_fetch_hint(name, root)})")
-    for rel in manifest.get("folders", {}):
-        if not (folder / rel).is_dir():
-            raise DataError(f"missing folder: {folder / rel} ({_fetch_hint(name, root)})")
-    return folder
 
 
 # ---------------------------------------------------------------------------------------
@@ -561,8 +398,6 @@ def fetch(name: str, root: str | os.PathLike, mirror: str | None = None, *,
                 if (root / name).exists():
                     log.warning("rebuilding %s: %s", name, exc)
         if spec.standin:
-            from itnas.data import synthetic
-
             return synthetic.generate(name, root)
         folder = _PREPARERS[name](spec, root, mirror, retries, backoff)
         log.info("prepared %s at %s", spec.describe(), folder)
@@ -589,11 +424,6 @@ def _fetch_lock(root: Path, name: str) -> Iterator[None]:
     the same dataset wait for the first, then find it verified."""
     root.mkdir(parents=True, exist_ok=True)
     with open(root / f".{name}.lock", "a+") as fh:
-        try:
-            import fcntl
-        except ImportError:  # not POSIX: no lock, as before
-            yield
-            return
         fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
         try:
             yield

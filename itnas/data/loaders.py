@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from itnas.data.fetch import check_present
+from itnas.data.manifest import check_present
 from itnas.data.registry import DatasetSpec, get_spec
 from itnas.errors import UserError
 

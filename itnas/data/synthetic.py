@@ -24,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from itnas.atomic import publish_folder
-from itnas.data.fetch import staging_folder, write_manifest
+from itnas.data.manifest import staging_folder, write_manifest
 from itnas.data.registry import DatasetSpec, get_spec
 from itnas.errors import UserError
+from itnas.files import publish_folder
 
 log = logging.getLogger(__name__)
 

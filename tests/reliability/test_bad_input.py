@@ -12,8 +12,9 @@ import torch
 from itnas.checkpoint import load_checkpoint, save_checkpoint
 from itnas.cli import main
 from itnas.errors import CorruptFileError, UserError
-from itnas.formats import load_arch_state, load_genotype
+from itnas.formats import load_arch_state
 from itnas.genotypes import PUBLISHED
+from itnas.space import load_genotype
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -77,7 +78,7 @@ def test_malformed_search_configs_are_refused_with_one_line(tmp_path, capsys, ca
 def test_a_missing_config_file_is_one_line(tmp_path, capsys):
     err = _one_line_error(capsys, main(["search", "--config", str(tmp_path / "nope.yaml"), "--seed", "0",
                                         "--out", str(tmp_path / "run")]))
-    assert "nope.yaml: file not found" in err
+    assert "nope.yaml: config file not found" in err
 
 
 def test_yaml_python_tags_never_execute(tmp_path, capsys):
@@ -191,17 +192,17 @@ def test_a_nan_loss_stops_the_search_naming_epoch_and_step_and_keeps_the_last_ch
             "--out", str(out)]
     for item in tiny_search_overrides + ["epochs=3"]:
         args += ["--set", item]
-    from itnas import search
+    from itnas.search.loop import Searcher
 
     calls = {"n": 0}
-    original = search.Searcher.weight_step
+    original = Searcher.weight_step
 
     def poisoned(self, x, y):
         calls["n"] += 1
         loss, acc = original(self, x, y)
         return (float("nan") if calls["n"] == 4 else loss), acc  # epoch 2, step 2
 
-    monkeypatch.setattr(search.Searcher, "weight_step", poisoned)
+    monkeypatch.setattr(Searcher, "weight_step", poisoned)
     err = _one_line_error(capsys, main(args))
     assert "epoch 2, step 2" in err and "nan" in err.lower()
     state = load_checkpoint(out / "checkpoint.pt")

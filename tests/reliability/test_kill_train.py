@@ -16,8 +16,8 @@ def test_training_killed_at_random_moments_resumes_bit_identical(tmp_path, stand
     def args(out):
         a = ["train", "--config", "config/train_cifar.yaml", "--genotype", "DARTS_V2",
              "--dataset", "synthetic-cifar10", "--seed", "2", "--out", str(out), "--data-root", str(standin_root)]
-        for item in ("epochs=4", "batch_size=8", "layers=5", "init_channels=4", "max_train_samples=32",
-                     "max_test_samples=16", "workers=0", "device=cpu", "drop_path_prob=0.2", "cutout=8"):
+        for item in ("epochs=4", "data.batch_size=8", "model.layers=5", "model.init_channels=4", "data.max_train_samples=32",
+                     "data.max_test_samples=16", "runtime.workers=0", "runtime.device=cpu", "model.drop_path_prob=0.2", "data.cutout=8"):
             a += ["--set", item]
         return a
 

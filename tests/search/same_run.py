@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from itnas.checkpoint import load_checkpoint
-from itnas.loop import RunDir
+from itnas.run import RunDir
 
 
 def die_after_first_checkpoint(monkeypatch) -> None:

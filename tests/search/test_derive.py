@@ -6,10 +6,10 @@ import math
 import pytest
 
 from itnas.cli import main
-from itnas.derive import darts_cell, derive, soft_weights, tiep_cell
 from itnas.errors import UserError
-from itnas.formats import ALL_EDGES, OUTER_EDGES, TRIPLES, edge_key, triple_key, validate_arch_state
-from itnas.ops import PRIMITIVES
+from itnas.formats import validate_arch_state
+from itnas.search.derive import darts_cell, derive, soft_weights, tiep_cell
+from itnas.space import ALL_EDGES, OUTER_EDGES, PRIMITIVES, TRIPLES, edge_key, triple_key
 
 K = 7
 UNIFORM = [1.0 / K] * K

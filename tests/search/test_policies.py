@@ -5,24 +5,24 @@ import math
 import pytest
 import torch
 
-from itnas.formats import ALL_EDGES, INNER_EDGES
-from itnas.policies import (
-    VARIANT_FLAGS,
+from itnas.search.policies import (
     TransitionPolicy,
     arch_param_count,
+    attention,
     build_policy,
     gumbel_noise,
     temperature,
     transition_weights,
 )
-from itnas.supernet import SearchNetwork
+from itnas.search.supernet import SearchNetwork
+from itnas.space import ALL_EDGES, INNER_EDGES, OUTER_EDGES, TRIPLES
+from itnas.variants import VARIANTS
 
 
-@pytest.mark.parametrize("variant", list(VARIANT_FLAGS))
+@pytest.mark.parametrize("variant", list(VARIANTS.values()), ids=list(VARIANTS))
 def test_every_edge_weight_is_a_probability_vector(variant):
     torch.manual_seed(0)
-    flags = VARIANT_FLAGS[variant]
-    policy = build_policy(flags["gumbel"], flags["transition"])
+    policy = build_policy(variant.gumbel, variant.transition)
     policy.set_temperature(0.7)
     for cell, z in policy.all_weights().items():
         assert z.shape == (14, 7)
@@ -67,8 +67,8 @@ def test_inner_weights_are_probability_vectors_for_any_stochastic_inputs():
 @pytest.mark.parametrize("variant,count", [("darts", 196), ("gumbel", 196),
                                            ("gumbel_transition", 1712), ("itnas", 1712)])
 def test_architecture_parameter_counts(variant, count):
-    flags = VARIANT_FLAGS[variant]
-    assert arch_param_count(build_policy(flags["gumbel"], flags["transition"])) == count
+    v = VARIANTS[variant]
+    assert arch_param_count(build_policy(v.gumbel, v.transition)) == count
 
 
 def test_transition_adds_1376_parameters_over_darts_with_its_none_op():
@@ -124,3 +124,36 @@ def test_low_temperature_gives_near_one_hot_samples():
     z = policy.edge_weights("normal")
     assert float(z.detach().max(-1).values.min()) > 0.99
     assert math.isclose(float(z.sum()), 14.0, rel_tol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_transition_weights_are_eq11_written_out_for_every_inner_edge(dtype):
+    """Every inner Z against Eq. 11 as the paper writes it, for each inner edge by its own name:
+    sum over the m < i of beta(m, i, j) * Z(m, i) @ P(m, i, j), predecessors first."""
+    gen = torch.Generator().manual_seed(3)
+    outer = torch.softmax(torch.randn(8, 7, generator=gen, dtype=dtype) * 4, -1)
+    trans = torch.softmax(torch.randn(16, 7, 7, generator=gen, dtype=dtype) * 4, -1)
+    beta = attention(torch.randn(16, generator=gen, dtype=dtype))
+    z = transition_weights(outer, trans, beta)
+    by_edge = {e: z[n] for n, e in enumerate(ALL_EDGES)}
+    for n, e in enumerate(OUTER_EDGES):
+        assert torch.equal(by_edge[e], outer[n])
+    triple = {t: n for n, t in enumerate(TRIPLES)}
+    for i, j in INNER_EDGES:
+        expected = sum(beta[triple[(m, i, j)]] * torch.einsum("s,st->t", by_edge[(m, i)], trans[triple[(m, i, j)]])
+                       for m in range(i))
+        assert torch.allclose(by_edge[(i, j)], expected, rtol=1e-6 if dtype == torch.float32 else 1e-14), (i, j)
+
+
+def test_attention_is_a_softmax_over_the_predecessors_of_each_inner_edge():
+    logits = torch.randn(16, generator=torch.Generator().manual_seed(0)) * 3
+    beta = attention(logits)
+    # Independently: one softmax over a [6, 4] table padded with -inf (which softmax makes 0).
+    table = torch.full((6, 4), float("-inf"))
+    for n, (i, _) in enumerate(INNER_EDGES):
+        table[n, :i] = logits[[TRIPLES.index((m, i, j)) for (m, i2, j) in TRIPLES if (i2, j) == INNER_EDGES[n]]]
+    expected = torch.cat([torch.softmax(table[n], 0)[:i] for n, (i, _) in enumerate(INNER_EDGES)])
+    assert torch.allclose(beta, expected, atol=1e-7)
+    for i, j in INNER_EDGES:
+        total = sum(float(beta[TRIPLES.index((m, i, j))]) for m in range(i))
+        assert total == pytest.approx(1.0, abs=1e-6)

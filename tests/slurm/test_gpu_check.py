@@ -14,8 +14,8 @@ import types
 import pytest
 
 from itnas import cli
+from itnas.cli.infra import check
 from itnas.errors import UserError
-from itnas.gpu_check_cli import check
 
 GPU_VARS = ("CUDA_VISIBLE_DEVICES", "SLURM_GPUS_ON_NODE", "SLURM_STEP_GPUS", "SLURM_JOB_GPUS",
             "SLURM_JOB_ID", "ITNAS_GPU_LEASE", "ITNAS_FAKE_GPU_IDS", "ITNAS_GPU_LOCK_DIR")
@@ -65,9 +65,6 @@ def torch_sees(monkeypatch):
 
 def gpu_check(monkeypatch, *argv: str) -> int:
     """Run `itnas gpu-check ARGV` through the real console entry point."""
-    modules = list(cli.COMMAND_MODULES)
-    if "itnas.gpu_check_cli" not in modules:
-        monkeypatch.setattr(cli, "COMMAND_MODULES", [*modules, "itnas.gpu_check_cli"])
     return cli.main(["gpu-check", *argv])
 
 
@@ -146,10 +143,10 @@ def test_the_device_comes_from_the_training_config_and_its_overrides(
     env(SLURM_JOB_ID="5", SLURM_GPUS_ON_NODE="1")
     torch_sees(0)
     cfg = tmp_path / "train.yaml"
-    cfg.write_text("device: auto\n")
+    cfg.write_text("runtime:\n  device: auto\n")
     assert gpu_check(monkeypatch, "--expect", "1", "--config", str(cfg)) == 2
     assert "torch sees 0, SLURM_GPUS_ON_NODE=1" in capsys.readouterr().err
-    assert gpu_check(monkeypatch, "--expect", "1", "--config", str(cfg), "--set", "device=cpu") == 0
+    assert gpu_check(monkeypatch, "--expect", "1", "--config", str(cfg), "--set", "runtime.device=cpu") == 0
 
 
 def test_cpu_training_without_a_scheduler_has_nothing_to_check_and_passes(

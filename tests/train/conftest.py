@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from itnas.train import TrainData
+from itnas.train.batches import TrainData
 from tests.train.tiny import tensor_data, tiny_config
 
 

@@ -14,12 +14,12 @@ import torch
 
 from itnas.checkpoint import load_weights
 from itnas.cli import main
-from itnas.distributed import DistContext, init_from_env, torchrun_argv
+from itnas.train.distributed import DistContext, init_from_env, torchrun_argv
 
-TINY = ["--set", "epochs=1", "--set", "batch_size=16", "--set", "layers=5", "--set", "init_channels=4",
-        "--set", "max_train_samples=32", "--set", "max_test_samples=16", "--set", "workers=0",
+TINY = ["--set", "epochs=1", "--set", "data.batch_size=16", "--set", "model.layers=5", "--set", "model.init_channels=4",
+        "--set", "data.max_train_samples=32", "--set", "data.max_test_samples=16", "--set", "runtime.workers=0",
         # Each process draws its own drop-path masks, so only drop-path-free runs can match.
-        "--set", "drop_path_prob=0", "--set", "lr=0.1"]
+        "--set", "model.drop_path_prob=0", "--set", "optim.lr=0.1"]
 
 
 def _args(out, root, *extra):
@@ -35,7 +35,7 @@ def test_two_gloo_processes_match_one_process_accumulating_the_same_micro_batche
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Warning" not in done.stderr, done.stderr[-3000:]
     # One process, the same global batch of 16 as two micro-batches of 8 (one per process above).
-    assert main(["-q", *_args(tmp_path / "one", standin_root, "--set", "max_batch_per_process=8")]) == 0
+    assert main(["-q", *_args(tmp_path / "one", standin_root, "--set", "runtime.max_batch_per_process=8")]) == 0
     # And one process with whole batches: BatchNorm sees other statistics, so it must differ.
     assert main(["-q", *_args(tmp_path / "whole", standin_root)]) == 0
 
@@ -68,9 +68,9 @@ def test_nproc_reruns_the_same_command_under_torchrun():
 
 def test_nproc_forwards_every_other_argument_unchanged():
     from itnas.cli import build_parser
-    from itnas.train_cli import forwarded_argv
+    from itnas.cli.common import forwarded_argv
 
-    argv = ["-q", "train", "--config", "c.yaml", "--set", "epochs=2", "--set", "lr=0.1", "--dataset", "cifar10",
+    argv = ["-q", "train", "--config", "c.yaml", "--set", "epochs=2", "--set", "optim.lr=0.1", "--dataset", "cifar10",
             "--seed", "3", "--data-root", "d", "--device", "cuda", "--nproc", "4", "--genotype", "G",
             "--out", "o", "--json"]
     args = build_parser().parse_args(argv)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from itnas.genotypes import CONCAT, Genotype, lookup
-from itnas.networks import (
+from itnas.genotypes import lookup
+from itnas.space import CONCAT, Genotype
+from itnas.train.networks import (
     AuxiliaryHeadCIFAR,
     AuxiliaryHeadImageNet,
     EvalCell,
@@ -114,7 +115,7 @@ def test_drop_path_drops_other_edges_in_training_only(prob):
 
 
 def test_drop_edge_keeps_the_expected_share_and_rescales():
-    from itnas.networks import drop_edge
+    from itnas.train.networks import drop_edge
 
     torch.manual_seed(0)
     out = drop_edge(torch.ones(20000, 1, 1, 1), torch.tensor(0.3))
@@ -124,7 +125,7 @@ def test_drop_edge_keeps_the_expected_share_and_rescales():
 
 
 def test_drop_masks_draw_every_edge_of_every_cell_at_once():
-    from itnas.networks import drop_masks
+    from itnas.train.networks import drop_masks
 
     torch.manual_seed(0)
     masks = drop_masks(5, 4000, torch.tensor(0.25), torch.float64, torch.device("cpu"))

@@ -6,16 +6,16 @@ import json
 
 import pytest
 
-import itnas.select as select_mod
+import itnas.train.select as select_mod
 from itnas.cli import main
-from itnas.formats import load_genotype, resolve_genotype
-from itnas.genotypes import lookup
-from itnas.select import select
-from itnas.train import Trainer
+from itnas.genotypes import lookup, resolve_genotype
+from itnas.space import load_genotype
+from itnas.train.loop import Trainer
+from itnas.train.select import select
 from tests.train.tiny import tensor_data, tiny_config
 
-TINY = ["--set", "batch_size=16", "--set", "layers=5", "--set", "init_channels=4", "--set", "workers=0",
-        "--set", "max_train_samples=40", "--set", "max_test_samples=8", "--set", "selection.epochs=1"]
+TINY = ["--set", "data.batch_size=16", "--set", "model.layers=5", "--set", "model.init_channels=4", "--set", "runtime.workers=0",
+        "--set", "data.max_train_samples=40", "--set", "data.max_test_samples=8", "--set", "selection.epochs=1"]
 
 
 def test_selection_picks_the_genotype_with_the_higher_held_out_accuracy(tmp_path, monkeypatch):
@@ -54,16 +54,16 @@ def test_selection_trains_each_candidate_in_its_own_resumable_folder(tmp_path, m
 
 
 def test_select_cli_scores_on_the_training_set_only(tmp_path, standin_root, monkeypatch, capsys):
-    import itnas.data.loaders as loaders
+    import itnas.train.select as selection
 
     splits = []
-    real = loaders.build_dataset
+    real = selection.build_dataset
 
     def spy(name, root, split, augment, cutout=0):
         splits.append(split)
         return real(name, root, split, augment, cutout)
 
-    monkeypatch.setattr(loaders, "build_dataset", spy)
+    monkeypatch.setattr(selection, "build_dataset", spy)
     genotype_file = tmp_path / "mine.json"
     genotype_file.write_text(json.dumps(resolve_genotype("DARTS_V1")[0].to_json()))
     rc = main(["-q", "select", "--config", "config/train_cifar.yaml", "--genotypes", "DARTS_V2",
@@ -80,7 +80,7 @@ def test_select_cli_scores_on_the_training_set_only(tmp_path, standin_root, monk
 
 def test_selection_epochs_must_exceed_the_warmup(tmp_path, capsys):
     rc = main(["select", "--config", "config/train_cifar.yaml", "--genotypes", "DARTS_V2", "--dataset",
-               "synthetic-cifar10", "--seed", "0", "--out", str(tmp_path), "--set", "warmup_epochs=2",
+               "synthetic-cifar10", "--seed", "0", "--out", str(tmp_path), "--set", "optim.warmup_epochs=2",
                "--set", "selection.epochs=2"])
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and "selection.epochs" in err

@@ -9,8 +9,8 @@ import torch
 
 from itnas.cli import main
 from itnas.genotypes import lookup
-from itnas.networks import build_network
-from itnas.stats import count_macs, network_stats
+from itnas.train.networks import build_network
+from itnas.train.stats import count_macs, network_stats
 
 
 def _stats(capsys, *args):
@@ -66,15 +66,15 @@ def test_count_macs_leaves_training_mode_and_statistics_alone():
 
 
 def test_supernet_branch_calls_the_search_network_counter(capsys, monkeypatch):
-    import itnas.supernet
+    import itnas.train.stats
 
     seen = {}
 
     def fake(variant, dataset, layers, init_channels):
-        seen.update(variant=variant, dataset=dataset, layers=layers, init_channels=init_channels)
+        seen.update(variant=variant.name, dataset=dataset, layers=layers, init_channels=init_channels)
         return {"weights": 10, "arch_params": 2}
 
-    monkeypatch.setattr(itnas.supernet, "supernet_stats", fake)
+    monkeypatch.setattr(itnas.train.stats, "supernet_stats", fake)
     out = json.loads(_stats(capsys, "--supernet", "--variant", "itnas", "--dataset", "cifar10",
                             "--layers", "5", "--json"))
     assert out == {"weights": 10, "arch_params": 2}

@@ -5,10 +5,11 @@ from __future__ import annotations
 import torch
 from torch.utils.data import TensorDataset
 
-from itnas.train import TrainData, load_train_config
+from itnas.train.batches import TrainData
+from itnas.train.loop import Trainer, load_train_config
 
-TINY = ["epochs=2", "batch_size=8", "layers=5", "init_channels=4", "workers=0", "device=cpu",
-        "drop_path_prob=0.2", "cutout=0"]
+TINY = ["epochs=2", "data.batch_size=8", "model.layers=5", "model.init_channels=4", "runtime.workers=0", "runtime.device=cpu",
+        "model.drop_path_prob=0.2", "data.cutout=0"]
 
 
 def tiny_config(*overrides: str) -> dict:
@@ -29,13 +30,11 @@ def tensor_data(n_train: int = 16, n_eval: int = 8, size: int = 8, classes: int 
 def kill_at_epoch(monkeypatch, epoch: int) -> None:
     """Make the next training stop with KeyboardInterrupt when it starts `epoch` (0-based), as a
     kill after the previous epoch's checkpoint would; `monkeypatch.undo()` lifts it."""
-    from itnas.train import Trainer
-
     original = Trainer.train_epoch
 
-    def killed(self, e):
+    def killed(self, e, *args):
         if e == epoch:
             raise KeyboardInterrupt
-        return original(self, e)
+        return original(self, e, *args)
 
     monkeypatch.setattr(Trainer, "train_epoch", killed)

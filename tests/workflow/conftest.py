@@ -17,7 +17,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 # What a clone needs to run the workflow (the `itnas` package comes from the environment).
-SOURCES = ["Snakefile", "workflow", "config", "dvc.yaml", ".dvcignore", ".dvc/config", ".dvc/.gitignore"]
+SOURCES = ["Snakefile", "workflow", "profiles", "config", "dvc.yaml", ".dvcignore", ".dvc/config", ".dvc/.gitignore"]
 SMOKE = "config/smoke.yaml"
 
 

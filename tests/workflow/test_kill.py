@@ -8,8 +8,9 @@ import time
 
 import pytest
 
-from itnas.derive import derive
-from itnas.formats import load_arch_state, load_genotype
+from itnas.formats import load_arch_state
+from itnas.search.derive import derive
+from itnas.space import load_genotype
 
 from .conftest import BIN, SMOKE, copy_workflow, env, snakemake
 

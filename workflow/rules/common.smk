@@ -3,6 +3,9 @@
 Every output path carries what distinguishes a run: the dataset, the ablation variant (the
 Gumbel/Transition/TIEP flag set) or published genotype, and the seed. Toggling a variant, a
 seed or a dataset therefore only adds or removes paths; it never overwrites another run.
+The path functions below are the only place those paths are written: called without
+arguments they give a rule's output pattern (with its wildcards), with arguments a target.
+The variants and what each derives with come from the package's registry (itnas/variants.py).
 """
 
 import os
@@ -11,10 +14,10 @@ import shlex
 
 from snakemake.exceptions import WorkflowError
 
+from itnas.variants import VARIANTS as VARIANT_REGISTRY
+
 BENCHMARKS = ["cifar10", "cifar100", "cinic10", "svhn", "imagenet"]
-VARIANTS = ["darts", "gumbel", "gumbel_transition", "itnas"]
-# How each variant turns its architecture state into a genotype (SPEC section 2).
-DERIVE_METHOD = {"darts": "darts", "gumbel": "darts", "gumbel_transition": "darts", "itnas": "tiep"}
+VARIANTS = list(VARIANT_REGISTRY)
 
 RESULTS = config["results"].rstrip("/")
 DATA_ROOT = config["data_root"].rstrip("/")
@@ -29,6 +32,10 @@ TABLE_NAMES = ["table1", "table2", "table3", "table4"]
 
 def _check_config():
     """Cross-key rules the schema cannot express; refused before any job starts."""
+    for variant in SEARCH["variants"]:
+        if variant not in VARIANT_REGISTRY:
+            raise WorkflowError(f"config key 'search.variants': unknown variant '{variant}' "
+                                f"(expected one of: {', '.join(VARIANTS)})")
     searched = set(SEARCH["variants"])
     for bench, target in EVALUATE.items():
         for cell in target["cells"]:
@@ -50,24 +57,34 @@ _check_config()
 # ----------------------------------------------------------------------------- paths
 
 
-def search_dir(dataset, variant, seed):
+def search_dir(dataset="{dataset}", variant="{variant}", seed="{seed}"):
     return f"{RESULTS}/search/{dataset}/{variant}/seed{seed}"
 
 
-def derived_genotype(dataset, variant, seed):
+def derived_genotype(dataset="{dataset}", variant="{variant}", seed="{seed}"):
     return f"{RESULTS}/derive/{dataset}/{variant}/seed{seed}/genotype.json"
 
 
-def select_dir(dataset, variant):
+def select_dir(dataset="{dataset}", variant="{variant}"):
     return f"{RESULTS}/select/{dataset}/{variant}"
 
 
-def train_dir(dataset, label, seed):
+def train_dir(dataset="{dataset}", label="{label}", seed="{seed}"):
     return f"{RESULTS}/train/{dataset}/{label}/seed{seed}"
 
 
-def data_manifest(dataset):
+def data_manifest(dataset="{dataset}"):
     return f"{DATA_ROOT}/{dataset}/.itnas-manifest.json"
+
+
+def figure(kind, dataset="{dataset}", variant="{variant}"):
+    """A report figure: kind 'cell' or 'search'."""
+    return f"{RESULTS}/figures/{dataset}/{kind}_{variant}.png"
+
+
+def log_file(rule, *parts):
+    """The log of one job of `rule`, e.g. log_file('search', '{dataset}', '{variant}', 'seed{seed}')."""
+    return os.path.join(LOGS, rule, *parts) + ".log"
 
 
 def evaluated_labels(bench):
@@ -105,16 +122,16 @@ def train_metrics():
     return out
 
 
+def table_file(name, ext):
+    return f"{RESULTS}/tables/{name}.{ext}"
+
+
 def table_files(ext):
-    return [f"{RESULTS}/tables/{name}.{ext}" for name in TABLE_NAMES]
+    return [table_file(name, ext) for name in TABLE_NAMES]
 
 
 def figure_files():
-    out = []
-    for v in SEARCH["variants"]:
-        out.append(f"{RESULTS}/figures/{SEARCH_DATASET}/cell_{v}.png")
-        out.append(f"{RESULTS}/figures/{SEARCH_DATASET}/search_{v}.png")
-    return out
+    return [figure(kind, SEARCH_DATASET, v) for v in SEARCH["variants"] for kind in ("cell", "search")]
 
 
 def all_targets(wildcards):
@@ -190,7 +207,7 @@ def imagenet_overrides(wildcards):
 
 
 def derive_method(wildcards):
-    return DERIVE_METHOD[wildcards.variant]
+    return VARIANT_REGISTRY[wildcards.variant].derive_method
 
 
 def train_genotype(wildcards, input):

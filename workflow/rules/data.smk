@@ -4,9 +4,9 @@
 rule data_fetch:
     """Fetch or generate one dataset into DATA_ROOT/NAME and verify it against its manifest."""
     output:
-        manifest=f"{DATA_ROOT}/{{dataset}}/.itnas-manifest.json",
+        manifest=data_manifest(),
     log:
-        f"{LOGS}/data/{{dataset}}.log",
+        log_file("data", "{dataset}"),
     conda:
         "../envs/itnas.yaml"
     params:

@@ -7,13 +7,13 @@ rule plot_cell:
         genotype=selected_genotype,
     output:
         report(
-            f"{RESULTS}/figures/{{dataset}}/cell_{{variant}}.png",
+            figure("cell"),
             caption="../report/cell.rst",
             category="Searched cells",
             labels={"variant": "{variant}", "figure": "cells"},
         ),
     log:
-        f"{LOGS}/plot/{{dataset}}/cell_{{variant}}.log",
+        log_file("plot", "{dataset}", "cell_{variant}"),
     conda:
         "../envs/itnas.yaml"
     params:
@@ -32,13 +32,13 @@ rule plot_search:
         histories=search_histories,
     output:
         report(
-            f"{RESULTS}/figures/{{dataset}}/search_{{variant}}.png",
+            figure("search"),
             caption="../report/search_curves.rst",
             category="Search curves",
             labels={"variant": "{variant}", "figure": "search curves"},
         ),
     log:
-        f"{LOGS}/plot/{{dataset}}/search_{{variant}}.log",
+        log_file("plot", "{dataset}", "search_{variant}"),
     conda:
         "../envs/itnas.yaml"
     params:

@@ -7,12 +7,12 @@ rule search:
         data=search_data,
         config=SEARCH["config"],
     output:
-        arch_state=f"{RESULTS}/search/{{dataset}}/{{variant}}/seed{{seed}}/arch_state.json",
-        genotype=f"{RESULTS}/search/{{dataset}}/{{variant}}/seed{{seed}}/genotype.json",
-        history=f"{RESULTS}/search/{{dataset}}/{{variant}}/seed{{seed}}/history.json",
-        metrics=f"{RESULTS}/search/{{dataset}}/{{variant}}/seed{{seed}}/metrics.json",
+        # genotype.json is written too; the workflow derives its genotypes in the `derive` rule.
+        arch_state=f"{search_dir()}/arch_state.json",
+        history=f"{search_dir()}/history.json",
+        metrics=f"{search_dir()}/metrics.json",
     log:
-        f"{LOGS}/search/{{dataset}}/{{variant}}/seed{{seed}}.log",
+        log_file("search", "{dataset}", "{variant}", "seed{seed}"),
     conda:
         "../envs/itnas.yaml"
     params:

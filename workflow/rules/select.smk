@@ -7,9 +7,9 @@ rule derive:
     input:
         arch_state=derive_input,
     output:
-        genotype=f"{RESULTS}/derive/{{dataset}}/{{variant}}/seed{{seed}}/genotype.json",
+        genotype=derived_genotype(),
     log:
-        f"{LOGS}/derive/{{dataset}}/{{variant}}/seed{{seed}}.log",
+        log_file("derive", "{dataset}", "{variant}", "seed{seed}"),
     conda:
         "../envs/itnas.yaml"
     params:
@@ -32,10 +32,10 @@ rule select:
         config=config["select"]["config"],
         genotypes=select_candidates,
     output:
-        selection=f"{RESULTS}/select/{{dataset}}/{{variant}}/selection.json",
-        genotype=f"{RESULTS}/select/{{dataset}}/{{variant}}/genotype.json",
+        selection=f"{select_dir()}/selection.json",
+        genotype=f"{select_dir()}/genotype.json",
     log:
-        f"{LOGS}/select/{{dataset}}/{{variant}}.log",
+        log_file("select", "{dataset}", "{variant}"),
     conda:
         "../envs/itnas.yaml"
     params:

@@ -14,7 +14,7 @@ rule tables:
         tex=table_files("tex"),
         html=[
             report(
-                f"{RESULTS}/tables/{name}.html",
+                table_file(name, "html"),
                 caption="../report/tables.rst",
                 category="Tables",
                 labels={"table": name},
@@ -22,7 +22,7 @@ rule tables:
             for name in TABLE_NAMES
         ],
     log:
-        f"{LOGS}/tables.log",
+        log_file("tables"),
     conda:
         "../envs/itnas.yaml"
     params:

@@ -8,9 +8,9 @@ rule train:
         unpack(train_inputs),
         config=config["train"]["cifar"]["config"],
     output:
-        metrics=f"{RESULTS}/train/{{dataset}}/{{label}}/seed{{seed}}/metrics.json",
+        metrics=f"{train_dir()}/metrics.json",
     log:
-        f"{LOGS}/train/{{dataset}}/{{label}}/seed{{seed}}.log",
+        log_file("train", "{dataset}", "{label}", "seed{seed}"),
     conda:
         "../envs/itnas.yaml"
     wildcard_constraints:
@@ -38,9 +38,9 @@ rule train_imagenet:
         unpack(train_inputs),
         config=config["train"]["imagenet"]["config"],
     output:
-        metrics=f"{RESULTS}/train/{{dataset}}/{{label}}/seed{{seed}}/metrics.json",
+        metrics=f"{train_dir()}/metrics.json",
     log:
-        f"{LOGS}/train/{{dataset}}/{{label}}/seed{{seed}}.log",
+        log_file("train", "{dataset}", "{label}", "seed{seed}"),
     conda:
         "../envs/itnas.yaml"
     wildcard_constraints:

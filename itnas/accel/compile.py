@@ -1,0 +1,54 @@
+"""torch.compile for the networks (`runtime.compile`): the modes a config may name, compiling a
+module, and the step marks the CUDA-graph modes need. Which mode `auto` means is decided in
+itnas/runtime.py (`AUTO_COMPILE`)."""
+
+from __future__ import annotations
+
+import torch
+
+# torch.compile modes a `compile` key accepts (true = "default"), and 'cudagraphs': torch's
+# backend of that name, which replays the captured graphs (dynamo + AOTAutograd, eager kernels)
+# as CUDA graphs without Inductor's code generation, so it removes launch overhead at a fraction
+# of the compile time (on the CPU it runs the captured graphs eagerly). The ones that replay CUDA
+# graphs are 'cudagraphs' and those for which torch._inductor.list_mode_options sets
+# triton.cudagraphs.
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs", "cudagraphs")
+# Not a torch.compile mode: the search's whole steps recorded as CUDA graphs with
+# torch.cuda.graph, nothing compiled (graphs.py). Search only; eager where CUDA is absent.
+STEP_GRAPHS = "step-graphs"
+JOB_MODES = {"search": (*COMPILE_MODES, STEP_GRAPHS), "train": COMPILE_MODES}
+CUDA_GRAPH_MODES = frozenset({"reduce-overhead", "max-autotune", "cudagraphs"})
+BACKEND_MODES = frozenset({"cudagraphs"})  # modes that name a torch.compile backend, not an Inductor mode
+
+
+def compile_module(module: torch.nn.Module, mode: str | None) -> torch.nn.Module:
+    """`module` itself for eager, else torch.compile'd in `mode` (parameters stay shared).
+
+    Shapes are static (`dynamic=False`): a run sees two or three batch sizes (the training
+    batch, the evaluation batch and a shorter last one), each its own graph, and CUDA graphs are
+    recorded per size anyway. With torch's automatic dynamic shapes the evaluation's sizes made
+    the batch dimension symbolic for the training graph too, and its recompilation when
+    drop-path switches on (epoch 2) then failed in fake-tensor tracing of `torch.rand` with a
+    symbolic size and a `generator` argument (networks.drop_masks; torch 2.14, CPU aot_eager).
+    """
+    if mode is None or mode == STEP_GRAPHS:  # step-graphs records the whole step instead (graphs.py)
+        return module
+    if mode in BACKEND_MODES:
+        return torch.compile(module, backend=mode, dynamic=False)
+    return torch.compile(module, mode=mode, dynamic=False)
+
+
+
+def cuda_graph_step_begin() -> None:
+    """Start a new CUDA-graph generation; callers compiled in a `CUDA_GRAPH_MODES` mode call it
+    at the start of every step that runs the compiled network, evaluation batches included.
+
+    A replay writes its outputs (gradients included) into the same pool memory as the previous
+    generation's, so nothing from an earlier step may be read afterwards: losses and logits are
+    reduced to floats or fresh tensors within their step, and no backward may accumulate into
+    an earlier step's gradients (set them to None first). Once a process has called this,
+    CUDA-graph trees start generations only here; without it they start one at every call with
+    no backward pending, which would invalidate a first micro-batch's gradients before the
+    second is accumulated into them.
+    """
+    torch.compiler.cudagraph_mark_step_begin()

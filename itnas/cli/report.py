@@ -1,0 +1,122 @@
+"""`itnas tables` (the paper's Tables 1-4 from run folders) and `itnas plot` (cell drawings and
+search curves): the commands that report, torch-free."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+from pathlib import Path
+
+from itnas.cli.common import HelpFormatter
+from itnas.errors import UserError
+from itnas.files import read_json
+from itnas.genotypes import resolve_genotype
+from itnas.report import plots, tables
+
+log = logging.getLogger(__name__)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    _register_tables(sub)
+    _register_plot(sub)
+
+
+def _register_tables(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "tables", formatter_class=HelpFormatter,
+        help="write Tables 1-4 (md, csv, tex) from search and training metrics",
+        description="Tabulate the reproduction beside the paper's numbers.\n\n"
+                    "Run files follow the workflow layout:\n"
+                    "  .../search/DATASET/VARIANT/seedS/metrics.json\n"
+                    "  .../select/DATASET/VARIANT/selection.json\n"
+                    "  .../train/DATASET/GENOTYPE/seedS/metrics.json\n"
+                    "Reproduced rows are mean +- std over seeds; a missing seed is an error,\n"
+                    "never a mean over fewer. Tables from stand-in data say so in their titles.\n\n"
+                    "Example:\n"
+                    "  itnas tables --published config/published.yaml --out-dir results/tables \\\n"
+                    "    --search results/search/*/*/seed*/metrics.json \\\n"
+                    "    --train results/train/*/*/seed*/metrics.json")
+    p.add_argument("--published", required=True, metavar="FILE",
+                   help="the paper's numbers (config/published.yaml)")
+    p.add_argument("--out-dir", required=True, metavar="DIR", help="where tableN.{md,csv,tex} go")
+    p.add_argument("--search", nargs="*", default=[], metavar="FILE", help="search metrics.json files")
+    p.add_argument("--select", nargs="*", default=[], metavar="FILE", help="selection.json files")
+    p.add_argument("--train", nargs="*", default=[], metavar="FILE", help="training metrics.json files")
+    p.add_argument("--benchmark", action="append", default=[], metavar="BENCH=DATASET",
+                   help="which dataset plays a paper benchmark, e.g. cifar10=synthetic-cifar10 "
+                        "(repeatable; default: synthetic-X plays X, X plays itself)")
+    p.add_argument("--tables", nargs="*", default=["table1", "table2", "table3", "table4"],
+                   metavar="NAME", help="which tables to write")
+    p.add_argument("--print", dest="show", action="store_true", help="also print the Markdown")
+    p.set_defaults(func=run_tables)
+
+
+def _register_plot(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("plot", formatter_class=HelpFormatter, help="draw cells and search curves",
+                       description="Figures with matplotlib only (no graphviz).")
+    psub = p.add_subparsers(dest="plot_command", metavar="FIGURE", required=True)
+    cell = psub.add_parser("cell", formatter_class=HelpFormatter,
+                           help="draw a genotype's normal and reduction cells",
+                           description="Draw the normal and reduction cells of a genotype "
+                                       "(a genotype.json or a registered name such as DARTS_V2).")
+    cell.add_argument("--genotype", required=True, metavar="NAME_OR_FILE")
+    cell.add_argument("--out", required=True, metavar="FILE", help=".png, .pdf or .svg")
+    cell.add_argument("--title", help="figure title")
+    cell.set_defaults(func=run_plot_cell)
+    curves = psub.add_parser("curves", formatter_class=HelpFormatter,
+                             help="temperature, edge-weight entropy and accuracy per search epoch",
+                             description="Plot the per-epoch history.json of one or more searches "
+                                         "(one line per file, labelled by its seedN folder).")
+    curves.add_argument("--history", nargs="+", required=True, metavar="FILE")
+    curves.add_argument("--out", required=True, metavar="FILE")
+    curves.add_argument("--title", help="figure title")
+    curves.set_defaults(func=run_plot_curves)
+
+
+def run_plot_cell(args: argparse.Namespace) -> int:
+    genotype, label = resolve_genotype(args.genotype)  # without torch: the workflow's plots stay light
+    label = f"{label} (hash {genotype.hash()})"
+    plots.draw_genotype(genotype, args.out, args.title or label)
+    log.info("drew %s -> %s", label, args.out)
+    return 0
+
+
+def _history_label(path: Path) -> str:
+    m = re.search(r"seed(-?\d+)", path.parent.name)
+    return f"seed {m.group(1)}" if m else path.parent.name or path.stem
+
+
+def run_plot_curves(args: argparse.Namespace) -> int:
+    histories = {}
+    for raw in args.history:
+        path = Path(raw)
+        records = read_json(path, "search history")
+        if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+            raise UserError(f"{path}: expected a list of per-epoch records")
+        histories[_history_label(path)] = records
+    plots.plot_search_curves(histories, args.out, args.title)
+    log.info("plotted %d histories -> %s", len(histories), args.out)
+    return 0
+
+
+def parse_roles(items: list[str]) -> dict[str, str]:
+    roles = {}
+    for item in items:
+        bench, sep, dataset = item.partition("=")
+        if not sep or not bench.strip() or not dataset.strip():
+            raise UserError(f"--benchmark '{item}': expected BENCH=DATASET, e.g. cifar10=synthetic-cifar10")
+        roles[bench.strip()] = dataset.strip()
+    return roles
+
+
+def run_tables(args: argparse.Namespace) -> int:
+    built = tables.build(args.published, args.search, args.train, args.select,
+                         parse_roles(args.benchmark), args.tables)
+    written = tables.write(built, args.out_dir)
+    for table in built:
+        log.info("%s: %s", table.name, table.title)
+        if args.show:
+            print(table.markdown())
+    log.info("wrote %d files to %s", len(written), args.out_dir)
+    return 0

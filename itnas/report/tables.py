@@ -1,0 +1,583 @@
+"""The paper's Tables 1-4 regenerated from run folders, beside the published numbers.
+
+Inputs are the files the workflow writes (the layout is the contract):
+
+    .../search/{dataset}/{variant}/seed{S}/metrics.json     one architecture search
+    .../select/{dataset}/{variant}/selection.json           the cell chosen among the seeds
+    .../train/{dataset}/{genotype}/seed{S}/metrics.json     one evaluation training
+
+`{genotype}` is a variant name (the cell selected for it) or a published genotype (DARTS_V2).
+Each reproduced row is the mean +- sample std over seeds, with the number of seeds, params and
+MACs from the runs, the search cost in GPU-days (mean per search) and the difference to the
+paper's number for the row it reproduces (`compare` in config/published.yaml). Every seed must
+be there: a missing file is a one-line error naming it, never a mean over fewer seeds. Tables
+built from stand-in data say so in their titles.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import re
+import statistics
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from itnas.errors import UserError
+from itnas.files import read_json, read_yaml, write_text
+from itnas.variants import NAMES as VARIANTS
+from itnas.variants import VARIANTS as REGISTRY
+
+STANDIN_NOTE = "STAND-IN DATA — not comparable to the paper"
+BENCHMARK_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "cinic10": "CINIC-10",
+                   "svhn": "SVHN", "imagenet": "ImageNet"}
+
+_RUN = re.compile(r"(?:^|/)(search|train)/([^/]+)/([^/]+)/seed(-?\d+)/metrics\.json$")
+_SELECT = re.compile(r"(?:^|/)select/([^/]+)/([^/]+)/selection\.json$")
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+@dataclass
+class RunRecord:
+    stage: str  # search | train
+    dataset: str
+    label: str  # variant or genotype label
+    seed: int
+    path: Path
+    metrics: dict[str, Any]
+
+
+@dataclass
+class Group:
+    """All seeds of one (stage, dataset, label)."""
+
+    stage: str
+    dataset: str
+    label: str
+    runs: dict[int, RunRecord] = field(default_factory=dict)
+
+    @property
+    def seeds(self) -> list[int]:
+        return sorted(self.runs)
+
+    def values(self, key: str) -> list[float]:
+        out = []
+        for seed in self.seeds:
+            run = self.runs[seed]
+            value = run.metrics.get(key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise UserError(f"{run.path}: '{key}' missing or not a finite number "
+                                f"(got {value!r}); cannot tabulate this run")
+            out.append(float(value))
+        return out
+
+    def optional(self, key: str) -> list[float] | None:
+        try:
+            return self.values(key)
+        except UserError:
+            return None
+
+    @property
+    def standin(self) -> bool:
+        return any(_is_standin(r.dataset, r.metrics) for r in self.runs.values())
+
+
+def _is_standin(dataset: str, metrics: dict[str, Any]) -> bool:
+    return bool(metrics.get("standin")) or dataset.startswith("synthetic-")
+
+
+def parse_run_path(path: str | Path) -> tuple[str, str, str, int]:
+    text = Path(path).as_posix()
+    m = _RUN.search(text)
+    if not m:
+        raise UserError(f"{path}: not a run file of the workflow layout "
+                        "(expected .../search|train/DATASET/LABEL/seedN/metrics.json)")
+    return m.group(1), m.group(2), m.group(3), int(m.group(4))
+
+
+def run_path_like(example: Path, seed: int) -> Path:
+    """The path the same group's run of another seed has."""
+    return example.parent.parent / f"seed{seed}" / example.name
+
+
+def load_runs(paths: Iterable[str | Path], stage: str) -> dict[tuple[str, str], Group]:
+    """Group metrics files by (dataset, label); every file must exist and parse."""
+    groups: dict[tuple[str, str], Group] = {}
+    for raw in paths:
+        path = Path(raw)
+        kind, dataset, label, seed = parse_run_path(path)
+        if kind != stage:
+            raise UserError(f"{path}: a {kind} run given where {stage} runs were expected")
+        if not path.is_file():
+            raise UserError(f"missing seed {seed} of {stage} {dataset}/{label}: {path} does not exist "
+                            "(rerun the workflow; tables never average fewer seeds)")
+        metrics = read_json(path, f"{stage} metrics file")
+        if not isinstance(metrics, dict):
+            raise UserError(f"{path}: expected a JSON object of metrics")
+        group = groups.setdefault((dataset, label), Group(stage, dataset, label))
+        group.runs[seed] = RunRecord(stage, dataset, label, seed, path, metrics)
+    return groups
+
+
+def check_complete(groups: dict[tuple[str, str], Group]) -> None:
+    """Within a dataset, every label must have the same seeds: a gap is a missing file."""
+    by_dataset: dict[str, list[Group]] = defaultdict(list)
+    for group in groups.values():
+        by_dataset[group.dataset].append(group)
+    for dataset, members in by_dataset.items():
+        expected = sorted(set().union(*(g.runs for g in members)))
+        for group in sorted(members, key=lambda g: g.label):
+            for seed in expected:
+                if seed not in group.runs:
+                    example = next(iter(group.runs.values())).path
+                    missing = run_path_like(example, seed)
+                    raise UserError(f"missing seed {seed} of {group.stage} {dataset}/{group.label}: "
+                                    f"{missing} does not exist (other rows have seeds "
+                                    f"{', '.join(map(str, expected))}; tables never average fewer seeds)")
+
+
+def load_selections(paths: Iterable[str | Path]) -> dict[tuple[str, str], dict[str, Any]]:
+    out = {}
+    for raw in paths:
+        path = Path(raw)
+        m = _SELECT.search(path.as_posix())
+        if not m:
+            raise UserError(f"{path}: not a selection file of the workflow layout "
+                            "(expected .../select/DATASET/VARIANT/selection.json)")
+        if not path.is_file():
+            raise UserError(f"missing selection {path}")
+        data = read_json(path, "selection file")
+        out[(m.group(1), m.group(2))] = data if isinstance(data, dict) else {}
+    return out
+
+
+def selected_seed(selection: dict[str, Any] | None) -> str:
+    """The winning search seed recorded by `itnas select`, as text (best effort)."""
+    if not selection:
+        return ""
+    for key in ("winner_seed", "selected_seed", "seed_selected"):
+        if key in selection:
+            return str(selection[key])
+    winner = selection.get("winner", selection.get("selected"))
+    if isinstance(winner, dict):
+        for key in ("seed", "label", "genotype", "name"):
+            if key in winner:
+                return _seed_text(winner[key])
+    if isinstance(winner, (str, int)):
+        return _seed_text(winner)
+    return ""
+
+
+def _seed_text(value: Any) -> str:
+    m = re.search(r"seed(-?\d+)", str(value))
+    return m.group(1) if m else str(value)
+
+
+# ----------------------------------------------------------------------------- statistics
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float | None]:
+    mean = statistics.fmean(values)
+    std = statistics.stdev(values) if len(values) >= 2 else None
+    return mean, std
+
+
+def fmt_num(value: float | None, digits: int = 2) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "—"
+    if isinstance(value, int) or float(value).is_integer() and abs(value) >= 100:
+        return f"{int(value)}"
+    return f"{value:.{digits}f}"
+
+
+def fmt_pm(values: Sequence[float] | None, digits: int = 2) -> str:
+    if not values:
+        return "—"
+    mean, std = mean_std(values)
+    return f"{mean:.{digits}f}" if std is None else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def fmt_diff(values: Sequence[float] | None, paper: float | None) -> str:
+    if not values or paper is None:
+        return "—"
+    return f"{statistics.fmean(values) - paper:+.2f}"
+
+
+def _m(values: Sequence[float] | None, scale: float = 1e6) -> float | None:
+    return statistics.fmean(values) / scale if values else None
+
+
+# ----------------------------------------------------------------------------- tables
+
+
+@dataclass
+class Table:
+    name: str
+    title: str
+    headers: list[str]
+    rows: list[list[str]]
+    csv_fields: list[str]
+    csv_rows: list[dict[str, Any]]
+    notes: list[str] = field(default_factory=list)
+
+    def markdown(self) -> str:
+        """GitHub-flavoured Markdown: a heading with the title, the table, the notes."""
+        out = [f"# {self.title}", ""]
+        out.append("| " + " | ".join(self.headers) + " |")
+        out.append("|" + "|".join("---" for _ in self.headers) + "|")
+        for row in self.rows:
+            out.append("| " + " | ".join(c.replace("|", "\\|") for c in row) + " |")
+        if self.notes:
+            out.append("")
+            out.extend(f"- {note}" for note in self.notes)
+        return "\n".join(out) + "\n"
+
+    def csv(self) -> str:
+        buf = io.StringIO()
+        buf.write(f"# {self.title}\n")
+        writer = csv.DictWriter(buf, fieldnames=self.csv_fields, lineterminator="\n")
+        writer.writeheader()
+        for row in self.csv_rows:
+            writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in self.csv_fields})
+        return buf.getvalue()
+
+    def html(self) -> str:
+        """A standalone page for the Snakemake report."""
+        head = "".join(f"<th>{escape(h)}</th>" for h in self.headers)
+        body = []
+        for row in self.rows:
+            cls = ' class="ours"' if len(row) > 1 and row[1] == "reproduced" else ""
+            body.append(f"<tr{cls}>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>")
+        notes = "".join(f"<li>{escape(n)}</li>" for n in self.notes)
+        return ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">"
+                f"<title>{escape(self.title)}</title><style>"
+                "body{font-family:sans-serif;font-size:13px}table{border-collapse:collapse}"
+                "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}"
+                "td:first-child,th:first-child{text-align:left}tr.ours{background:#eef6ff}"
+                "</style></head><body>"
+                f"<h3>{escape(self.title)}</h3><table><thead><tr>{head}</tr></thead>"
+                f"<tbody>{''.join(body)}</tbody></table><ul>{notes}</ul></body></html>\n")
+
+    def latex(self) -> str:
+        cols = "l" + "r" * (len(self.headers) - 1)
+        out = [
+            "% generated by `itnas tables`; needs \\usepackage{booktabs}",
+            "\\begin{table}[t]",
+            "\\centering",
+            "\\small",
+            f"\\caption{{{latex_escape(self.title)}}}",
+            f"\\label{{tab:{self.name}}}",
+            f"\\begin{{tabular}}{{{cols}}}",
+            "\\toprule",
+            " & ".join(latex_escape(h) for h in self.headers) + " \\\\",
+            "\\midrule",
+        ]
+        for row in self.rows:
+            if row and row[0] == "":
+                continue
+            out.append(" & ".join(latex_escape(c) for c in row) + " \\\\")
+        out += ["\\bottomrule", "\\end{tabular}"]
+        if self.notes:
+            out.append("\\par\\footnotesize " + " ".join(latex_escape(n) for n in self.notes))
+        out += ["\\end{table}", ""]
+        return "\n".join(out)
+
+
+_LATEX = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
+          "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "\\": r"\textbackslash{}",
+          "±": r"$\pm$", "—": "---", "–": "--", "Δ": r"$\Delta$", "✓": r"\checkmark{}",
+          "✗": r"$\times$", "→": r"$\to$", "×": r"$\times$"}
+
+
+def latex_escape(text: str) -> str:
+    return "".join(_LATEX.get(ch, ch) for ch in str(text))
+
+
+@dataclass
+class Inputs:
+    published: dict[str, Any]
+    search: dict[tuple[str, str], Group]
+    train: dict[tuple[str, str], Group]
+    selections: dict[tuple[str, str], dict[str, Any]]
+    roles: dict[str, str]  # benchmark -> dataset name actually used
+
+    def train_group(self, benchmark: str, label: str) -> Group | None:
+        return self.train.get((self.roles.get(benchmark, benchmark), label))
+
+    def labels_on(self, benchmark: str) -> list[str]:
+        dataset = self.roles.get(benchmark, benchmark)
+        labels = [label for (ds, label) in self.train if ds == dataset]
+        return sorted(labels, key=_label_order)
+
+    def search_group(self, variant: str) -> Group | None:
+        matches = [g for (ds, v), g in self.search.items() if v == variant]
+        return matches[0] if matches else None
+
+    def search_cost_days(self, label: str) -> list[float] | None:
+        group = self.search_group(label)
+        if group is None:
+            return None
+        hours = group.optional("gpu_hours")
+        return [h / 24.0 for h in hours] if hours is not None else None
+
+    def standin(self, groups: Iterable[Group | None]) -> bool:
+        return any(g.standin for g in groups if g is not None)
+
+
+def _label_order(label: str) -> tuple[int, str]:
+    return (VARIANTS.index(label), label) if label in VARIANTS else (len(VARIANTS), label)
+
+
+def display_name(label: str) -> str:
+    if label in REGISTRY:
+        return REGISTRY[label].title
+    return f"{label} (published cell, retrained)"
+
+
+def _title(base: str, standin: bool, roles: dict[str, str], benchmarks: Sequence[str]) -> str:
+    if not standin:
+        return base
+    used = ", ".join(f"{BENCHMARK_NAMES.get(b, b)} → {roles.get(b, b)}" for b in benchmarks)
+    return f"{base} — {STANDIN_NOTE} ({used})"
+
+
+def _published_row(spec: dict[str, Any], name: str | None) -> dict[str, Any] | None:
+    if name is None:
+        return None
+    for row in spec["rows"]:
+        if row["name"] == name:
+            return row
+    raise UserError(f"published table '{spec.get('title')}': compare target '{name}' is not one of its rows")
+
+
+def _ref(row: dict[str, Any]) -> str:
+    return f"paper [{row['ref']}]" if row.get("ref") not in (None, "") else "paper"
+
+
+def table1(inp: Inputs) -> Table:
+    spec = inp.published["table1"]
+    bench = spec.get("benchmark", "cifar10")
+    headers = ["Architecture", "Source", "Error (%)", "Seeds", "Params (M)", "MACs (M)",
+               "Search cost (GPU-days)", "Paper error (%)", "Δ vs paper"]
+    fields = ["architecture", "source", "label", "dataset", "error_mean", "error_std", "n_seeds",
+              "seeds", "params_m", "macs_m", "search_gpu_days", "paper_row", "paper_error", "diff"]
+    rows, csv_rows = [], []
+    for row in spec["rows"]:
+        rows.append([row["name"], _ref(row), fmt_num(row["error"]), "", fmt_num(row.get("params_m"), 1),
+                     "—", fmt_num(row.get("cost_gpu_days")), "", ""])
+        csv_rows.append({"architecture": row["name"], "source": "paper", "error_mean": row["error"],
+                         "params_m": row.get("params_m"), "search_gpu_days": row.get("cost_gpu_days")})
+    groups = []
+    for label in inp.labels_on(bench):
+        g = inp.train_group(bench, label)
+        groups.append(g)
+        err = g.values("test_top1_err")
+        paper = _published_row(spec, spec.get("compare", {}).get(label))
+        cost = inp.search_cost_days(label)
+        params, macs = g.optional("params"), g.optional("macs")
+        mean, std = mean_std(err)
+        rows.append([display_name(label), "reproduced", fmt_pm(err), str(len(err)),
+                     fmt_num(_m(params)), fmt_num(_m(macs), 1),
+                     fmt_num(statistics.fmean(cost), 3) if cost else "—",
+                     f"{paper['error']:.2f} ({paper['name']})" if paper else "—",
+                     fmt_diff(err, paper["error"] if paper else None)])
+        csv_rows.append({"architecture": display_name(label), "source": "reproduced", "label": label,
+                         "dataset": g.dataset, "error_mean": mean, "error_std": std, "n_seeds": len(err),
+                         "seeds": " ".join(map(str, g.seeds)), "params_m": _m(params), "macs_m": _m(macs),
+                         "search_gpu_days": statistics.fmean(cost) if cost else None,
+                         "paper_row": paper["name"] if paper else None,
+                         "paper_error": paper["error"] if paper else None,
+                         "diff": mean - paper["error"] if paper else None})
+    standin = inp.standin(groups)
+    notes = ["Reproduced rows: mean ± sample std of the test error over training seeds; search cost is "
+             "the mean GPU-days of one search of that variant (selection and evaluation excluded).",
+             "Our `darts` variant searches first order by default, so it is compared with DARTS (1st)."]
+    return Table("table1", _title(spec["title"], standin, inp.roles, [bench]), headers, rows, fields,
+                 csv_rows, notes)
+
+
+def table2(inp: Inputs) -> Table:
+    spec = inp.published["table2"]
+    bench = spec.get("benchmark", "cifar10")
+    yes = {True: "✓", False: "✗"}
+    headers = ["Variant", "Gumbel", "Transition", "TIEP", "Paper error (%)", "Our error (%)",
+               "Seeds", "Δ vs paper", "Params (M)", "Search cost (GPU-days)", "Searches", "Selected seed"]
+    fields = ["variant", "gumbel", "transition", "tiep", "paper_error", "error_mean", "error_std",
+              "n_seeds", "diff", "params_m", "search_gpu_days", "n_searches", "selected_seed"]
+    rows, csv_rows, groups = [], [], []
+    for row in spec["rows"]:
+        variant = row["variant"]
+        g = inp.train_group(bench, variant)
+        groups.append(g)
+        sg = inp.search_group(variant)
+        err = g.values("test_top1_err") if g else None
+        params = g.optional("params") if g else None
+        cost = inp.search_cost_days(variant)
+        sel = selected_seed(inp.selections.get((sg.dataset, variant))) if sg else ""
+        mean, std = mean_std(err) if err else (None, None)
+        rows.append([f"{row['name']} (`{variant}`)", yes[row["gumbel"]], yes[row["transition"]],
+                     yes[row["tiep"]], fmt_num(row["error"]), fmt_pm(err) if err else "not run",
+                     str(len(err)) if err else "0", fmt_diff(err, row["error"]), fmt_num(_m(params)),
+                     fmt_num(statistics.fmean(cost), 3) if cost else "—",
+                     str(len(sg.runs)) if sg else "0", sel or "—"])
+        csv_rows.append({"variant": variant, "gumbel": row["gumbel"], "transition": row["transition"],
+                         "tiep": row["tiep"], "paper_error": row["error"], "error_mean": mean,
+                         "error_std": std, "n_seeds": len(err) if err else 0,
+                         "diff": mean - row["error"] if err else None, "params_m": _m(params),
+                         "search_gpu_days": statistics.fmean(cost) if cost else None,
+                         "n_searches": len(sg.runs) if sg else 0, "selected_seed": sel or None})
+    notes = ["The DARTS row's paper number (2.76 %) is given in the text of section 4.1.2; the paper's "
+             "DARTS is second order, ours first order unless configured otherwise.",
+             "Each variant: the best of its searches (by `itnas select`) retrained over the seeds shown."]
+    standin = inp.standin(groups + [inp.search_group(v) for v in VARIANTS])
+    return Table("table2", _title(spec["title"], standin, inp.roles, [bench]), headers, rows, fields,
+                 csv_rows, notes)
+
+
+def table3(inp: Inputs) -> Table:
+    spec = inp.published["table3"]
+    bench = spec.get("benchmark", "imagenet")
+    headers = ["Architecture", "Source", "Top-1 (%)", "Top-5 (%)", "Seeds", "Params (M)", "FLOPs (M)",
+               "Search cost (GPU-days)", "Method", "Paper top-1 (%)", "Δ top-1"]
+    fields = ["architecture", "source", "label", "dataset", "top1_mean", "top1_std", "top5_mean",
+              "top5_std", "n_seeds", "seeds", "params_m", "flops_m", "search_gpu_days", "method",
+              "paper_row", "paper_top1", "diff_top1"]
+    rows, csv_rows, groups = [], [], []
+    for row in spec["rows"]:
+        rows.append([row["name"], _ref(row), fmt_num(row["top1"]), fmt_num(row.get("top5")), "",
+                     fmt_num(row.get("params_m"), 1), fmt_num(row.get("flops_m"), 0),
+                     fmt_num(row.get("cost_gpu_days")), row.get("method", ""), "", ""])
+        csv_rows.append({"architecture": row["name"], "source": "paper", "top1_mean": row["top1"],
+                         "top5_mean": row.get("top5"), "params_m": row.get("params_m"),
+                         "flops_m": row.get("flops_m"), "search_gpu_days": row.get("cost_gpu_days"),
+                         "method": row.get("method")})
+    for label in inp.labels_on(bench):
+        g = inp.train_group(bench, label)
+        groups.append(g)
+        top1 = g.values("test_top1_err")
+        top5 = g.optional("test_top5_err")
+        paper = _published_row(spec, spec.get("compare", {}).get(label))
+        cost = inp.search_cost_days(label)
+        params, macs = g.optional("params"), g.optional("macs")
+        m1, s1 = mean_std(top1)
+        m5, s5 = mean_std(top5) if top5 else (None, None)
+        rows.append([display_name(label), "reproduced", fmt_pm(top1), fmt_pm(top5), str(len(top1)),
+                     fmt_num(_m(params)), fmt_num(_m(macs), 0),
+                     fmt_num(statistics.fmean(cost), 3) if cost else "—", "gradient",
+                     f"{paper['top1']:.2f} ({paper['name']})" if paper else "—",
+                     fmt_diff(top1, paper["top1"] if paper else None)])
+        csv_rows.append({"architecture": display_name(label), "source": "reproduced", "label": label,
+                         "dataset": g.dataset, "top1_mean": m1, "top1_std": s1, "top5_mean": m5,
+                         "top5_std": s5, "n_seeds": len(top1), "seeds": " ".join(map(str, g.seeds)),
+                         "params_m": _m(params), "flops_m": _m(macs),
+                         "search_gpu_days": statistics.fmean(cost) if cost else None,
+                         "method": "gradient", "paper_row": paper["name"] if paper else None,
+                         "paper_top1": paper["top1"] if paper else None,
+                         "diff_top1": m1 - paper["top1"] if paper else None})
+    notes = ["FLOPs are multiply-accumulates of one 224 × 224 forward pass (the DARTS family's convention).",
+             "Cells searched on CIFAR-10 and transferred; search cost is that of one CIFAR-10 search."]
+    return Table("table3", _title(spec["title"], inp.standin(groups), inp.roles, [bench]), headers, rows,
+                 fields, csv_rows, notes)
+
+
+def table4(inp: Inputs) -> Table:
+    spec = inp.published["table4"]
+    benches = list(spec.get("benchmarks", ["cinic10", "cifar100", "svhn"]))
+    names = [BENCHMARK_NAMES.get(b, b) for b in benches]
+    headers = ["Architecture", "Source"] + names + ["Seeds"] + [f"Δ {n}" for n in names]
+    fields = ["architecture", "source", "label"]
+    for b in benches:
+        fields += [f"{b}_mean", f"{b}_std", f"{b}_n", f"{b}_paper", f"{b}_diff"]
+    rows, csv_rows, groups = [], [], []
+    for row in spec["rows"]:
+        rows.append([row["name"], _ref(row)] + [fmt_num(row.get(b)) for b in benches] + [""]
+                    + ["" for _ in benches])
+        csv_rows.append({"architecture": row["name"], "source": "paper",
+                         **{f"{b}_mean": row.get(b) for b in benches}})
+    labels = sorted({label for b in benches for label in inp.labels_on(b)}, key=_label_order)
+    for label in labels:
+        paper = _published_row(spec, spec.get("compare", {}).get(label))
+        cells, diffs, seeds = [], [], []
+        rec: dict[str, Any] = {"architecture": display_name(label), "source": "reproduced", "label": label}
+        for b in benches:
+            g = inp.train_group(b, label)
+            groups.append(g)
+            if g is None:
+                cells.append("not run")
+                diffs.append("—")
+                continue
+            err = g.values("test_top1_err")
+            mean, std = mean_std(err)
+            ref = paper.get(b) if paper else None
+            cells.append(fmt_pm(err))
+            diffs.append(fmt_diff(err, ref))
+            seeds.append(str(len(err)))
+            rec.update({f"{b}_mean": mean, f"{b}_std": std, f"{b}_n": len(err), f"{b}_paper": ref,
+                        f"{b}_diff": mean - ref if ref is not None else None})
+        rows.append([display_name(label), "reproduced"] + cells + ["/".join(seeds) or "0"] + diffs)
+        csv_rows.append(rec)
+    notes = ["Test error (%); reproduced cells are mean ± sample std over seeds; Δ compares with "
+             "the paper's row for the same cell (ITNAS, DARTS(1st) or DARTS(2nd))."]
+    return Table("table4", _title(spec["title"], inp.standin(groups), inp.roles, benches), headers, rows,
+                 fields, csv_rows, notes)
+
+
+BUILDERS = {"table1": table1, "table2": table2, "table3": table3, "table4": table4}
+
+
+def load_published(path: str | Path) -> dict[str, Any]:
+    data = read_yaml(path, "published numbers")
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a mapping with table1..table4")
+    for name in BUILDERS:
+        spec = data.get(name)
+        if not isinstance(spec, dict) or not isinstance(spec.get("rows"), list) or not spec["rows"]:
+            raise UserError(f"{path}: '{name}' missing or without rows")
+        for k, row in enumerate(spec["rows"]):
+            if not isinstance(row, dict) or "name" not in row:
+                raise UserError(f"{path}: '{name}.rows[{k}]' needs a name")
+    return data
+
+
+def default_roles(datasets: Iterable[str]) -> dict[str, str]:
+    """Benchmark -> dataset when not given: a stand-in `synthetic-X` plays benchmark X."""
+    roles = {}
+    for ds in datasets:
+        roles.setdefault(ds.removeprefix("synthetic-"), ds)
+    return roles
+
+
+def build(published: str | Path | dict[str, Any], search: Sequence[str | Path],
+          train: Sequence[str | Path], selections: Sequence[str | Path] = (),
+          roles: dict[str, str] | None = None, tables: Sequence[str] = tuple(BUILDERS)) -> list[Table]:
+    pub = load_published(published) if not isinstance(published, dict) else published
+    search_groups = load_runs(search, "search")
+    train_groups = load_runs(train, "train")
+    check_complete(search_groups)
+    check_complete(train_groups)
+    all_datasets = {ds for ds, _ in train_groups} | {ds for ds, _ in search_groups}
+    role_map = {**default_roles(all_datasets), **(roles or {})}
+    inp = Inputs(pub, search_groups, train_groups, load_selections(selections), role_map)
+    unknown = [t for t in tables if t not in BUILDERS]
+    if unknown:
+        raise UserError(f"unknown table '{unknown[0]}' (expected one of: {', '.join(BUILDERS)})")
+    return [BUILDERS[name](inp) for name in tables]
+
+
+def write(tables: Sequence[Table], out_dir: str | Path) -> list[Path]:
+    out_dir = Path(out_dir)
+    written = []
+    for table in tables:
+        for suffix, text in (("md", table.markdown()), ("csv", table.csv()), ("tex", table.latex()),
+                             ("html", table.html())):
+            path = out_dir / f"{table.name}.{suffix}"
+            write_text(path, text)
+            written.append(path)
+    return written

@@ -1,0 +1,192 @@
+"""Tables 1-4 from fake run folders: published rows, mean ± std over seeds, loud missing seeds,
+stand-in titles, and the three output formats."""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+
+from itnas.cli import main
+from itnas.errors import UserError
+from itnas.report import tables
+
+REPO = Path(__file__).resolve().parents[2]
+PUBLISHED = REPO / "config" / "published.yaml"
+
+
+def _write(path: Path, obj: dict) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj))
+    return str(path)
+
+
+def _search(root: Path, dataset: str, variant: str, seed: int, gpu_hours: float, standin: bool) -> str:
+    return _write(root / "search" / dataset / variant / f"seed{seed}" / "metrics.json",
+                  {"variant": variant, "seed": seed, "dataset": dataset, "standin": standin,
+                   "gpu_hours": gpu_hours, "wall_clock_s": 3600 * gpu_hours})
+
+
+def _train(root: Path, dataset: str, label: str, seed: int, err: float, standin: bool) -> str:
+    return _write(root / "train" / dataset / label / f"seed{seed}" / "metrics.json",
+                  {"test_top1_err": err, "test_top5_err": err / 3, "params": 3_349_342,
+                   "params_with_aux": 3_980_000, "macs": 528_000_000, "dataset": dataset,
+                   "standin": standin, "gpu_hours": 5.0})
+
+
+def _selection(root: Path, dataset: str, variant: str, winner_seed: int) -> str:
+    path = root / "select" / dataset / variant / "selection.json"
+    return _write(path, {"winner": {"genotype": f"results/derive/{dataset}/{variant}/seed{winner_seed}/genotype.json",
+                                    "accuracy": 90.0}})
+
+
+@pytest.fixture
+def runs(tmp_path):
+    """Two search seeds per variant on CIFAR-10; trainings on all five benchmarks."""
+    root = tmp_path / "results"
+    ds = {"cifar10": "cifar10", "cifar100": "cifar100", "cinic10": "cinic10", "svhn": "svhn",
+          "imagenet": "imagenet"}
+    search, train, select = [], [], []
+    for v in tables.VARIANTS:
+        for s in (0, 1):
+            search.append(_search(root, "cifar10", v, s, gpu_hours=7.2 + s, standin=False))
+        select.append(_selection(root, "cifar10", v, 1))
+    errs = {"darts": [2.9, 3.1], "gumbel": [2.8, 2.7], "gumbel_transition": [2.6, 2.5],
+            "itnas": [2.4, 2.5], "DARTS_V1": [3.0, 3.1], "DARTS_V2": [2.8, 2.7]}
+    for label, values in errs.items():
+        for s, e in enumerate(values):
+            train.append(_train(root, "cifar10", label, s, e, standin=False))
+    for bench in ("cifar100", "cinic10", "svhn"):
+        for label in ("itnas", "DARTS_V2"):
+            for s in (0, 1):
+                train.append(_train(root, ds[bench], label, s, 10.0 + s, standin=False))
+    train.append(_train(root, "imagenet", "itnas", 0, 24.5, standin=False))
+    return {"root": root, "search": search, "train": train, "select": select}
+
+
+def _by_name(table: tables.Table) -> dict[str, list[str]]:
+    return {row[0]: row for row in table.rows}
+
+
+def test_every_published_row_of_the_paper_is_in_config():
+    pub = tables.load_published(PUBLISHED)
+    assert len(pub["table1"]["rows"]) == 18
+    assert len(pub["table2"]["rows"]) == 4
+    assert len(pub["table3"]["rows"]) == 22
+    assert len(pub["table4"]["rows"]) == 9
+    itnas = {t: next(r for r in pub[t]["rows"] if r["name"] == "ITNAS") for t in ("table1", "table3", "table4")}
+    assert (itnas["table1"]["error"], itnas["table1"]["params_m"], itnas["table1"]["cost_gpu_days"]) == (2.45, 4.0, 0.30)
+    assert (itnas["table3"]["top1"], itnas["table3"]["top5"], itnas["table3"]["flops_m"]) == (24.04, 7.29, 627)
+    assert (itnas["table4"]["cinic10"], itnas["table4"]["cifar100"], itnas["table4"]["svhn"]) == (6.72, 15.5, 1.78)
+    ablation = {r["variant"]: r["error"] for r in pub["table2"]["rows"]}
+    assert ablation == {"darts": 2.76, "gumbel": 2.72, "gumbel_transition": 2.53, "itnas": 2.45}
+
+
+def test_reproduced_rows_are_mean_and_sample_std_over_seeds_with_the_difference_to_the_paper(runs):
+    t1, t2, t3, t4 = tables.build(PUBLISHED, runs["search"], runs["train"], runs["select"])
+    row = _by_name(t1)["ITNAS (our search)"]
+    mean, std = statistics.fmean([2.4, 2.5]), statistics.stdev([2.4, 2.5])
+    assert row[2] == f"{mean:.2f} ± {std:.2f}"
+    assert row[3] == "2"
+    assert row[4] == "3.35" and row[5] == "528"  # params (M), MACs (M)
+    assert row[6] == f"{(7.2 + 8.2) / 2 / 24:.3f}"  # mean GPU-days of one search
+    assert row[7].startswith("2.45") and row[8] == f"{mean - 2.45:+.2f}"
+    assert _by_name(t1)["DARTS_V2 (published cell, retrained)"][7].startswith("2.76")
+    assert "NASNet-A" in _by_name(t1)  # published rows stay
+    assert "STAND-IN" not in t1.title
+
+    abl = {row[0]: row for row in t2.rows}
+    gumbel = abl["Gumbel only (`gumbel`)"]
+    assert gumbel[4] == "2.72" and gumbel[6] == "2" and gumbel[-1] == "1"
+    assert abl["DARTS (`darts`)"][4] == "2.76"
+
+    imagenet = _by_name(t3)["ITNAS (our search)"]
+    assert imagenet[2] == "24.50" and imagenet[4] == "1" and imagenet[-1] == "+0.46"
+
+    transfer = _by_name(t4)["DARTS_V2 (published cell, retrained)"]
+    assert transfer[2:5] == [f"10.50 ± {statistics.stdev([10, 11]):.2f}"] * 3
+    assert transfer[-3] == f"{10.5 - 6.88:+.2f}"
+
+
+def test_a_missing_seed_fails_loudly_naming_the_file(runs):
+    missing = Path(runs["train"][1])  # darts, seed 1 on cifar10
+    missing.unlink()
+    with pytest.raises(UserError, match=rf"missing seed 1 .*{missing}"):
+        tables.build(PUBLISHED, runs["search"], runs["train"], runs["select"])
+    # Left out of the list entirely: the other rows' seeds still reveal the gap.
+    train = [p for p in runs["train"] if Path(p) != missing]
+    with pytest.raises(UserError, match=rf"missing seed 1 of train cifar10/darts: {missing} does not exist"):
+        tables.build(PUBLISHED, runs["search"], train, runs["select"])
+
+
+def test_a_run_without_the_error_metric_is_refused(runs):
+    path = Path(runs["train"][0])
+    path.write_text(json.dumps({"params": 1}))
+    with pytest.raises(UserError, match="test_top1_err"):
+        tables.build(PUBLISHED, runs["search"], runs["train"], runs["select"])
+
+
+def test_stand_in_runs_are_labelled_in_every_title(tmp_path):
+    root = tmp_path / "results"
+    search = [_search(root, "synthetic-cifar10", "itnas", s, 0.0, True) for s in (0, 1)]
+    train = [_train(root, f"synthetic-{b}", "itnas", s, 50.0, True)
+             for b in ("cifar10", "cifar100", "cinic10", "svhn", "imagenet") for s in (0, 1)]
+    built = tables.build(PUBLISHED, search, train, [])
+    assert [t.name for t in built] == ["table1", "table2", "table3", "table4"]
+    for table in built:
+        assert tables.STANDIN_NOTE in table.title, table.name
+    assert "CIFAR-10 → synthetic-cifar10" in built[0].title
+    row = _by_name(built[0])["ITNAS (our search)"]
+    assert row[2] == "50.00 ± 0.00"
+
+
+def test_variants_not_run_say_so_in_the_ablation(runs):
+    train = [p for p in runs["train"] if "/gumbel/" not in p]
+    search = [p for p in runs["search"] if "/gumbel/" not in p]
+    t2 = tables.build(PUBLISHED, search, train, [], tables=["table2"])[0]
+    assert {row[0]: row for row in t2.rows}["Gumbel only (`gumbel`)"][5] == "not run"
+
+
+def test_the_command_writes_markdown_csv_latex_and_html(runs, tmp_path):
+    out = tmp_path / "tables"
+    rc = main(["tables", "--published", str(PUBLISHED), "--out-dir", str(out),
+               "--search", *runs["search"], "--select", *runs["select"], "--train", *runs["train"]])
+    assert rc == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted(f"table{i}.{ext}" for i in range(1, 5) for ext in ("md", "csv", "tex", "html"))
+    md = (out / "table1.md").read_text()
+    assert md.startswith("# Table 1") and "| ITNAS (our search) | reproduced |" in md
+    with open(out / "table2.csv") as fh:
+        assert fh.readline().startswith("# Table 2")
+        rows = list(csv.DictReader(fh))
+    itnas = next(r for r in rows if r["variant"] == "itnas")
+    assert float(itnas["error_mean"]) == pytest.approx(2.45) and itnas["n_seeds"] == "2"
+    assert float(itnas["diff"]) == pytest.approx(0.0, abs=1e-9)
+    tex = (out / "table3.tex").read_text()
+    assert "\\begin{tabular}" in tex and "$\\pm$" not in tex.split("ITNAS (our search)")[0].split("\\midrule")[0]
+    assert "24.04" in tex and "\\bottomrule" in tex
+    assert "<table>" in (out / "table4.html").read_text()
+    for n in range(1, 5):  # plain ASCII: pdflatex takes it without inputenc tricks
+        assert (out / f"table{n}.tex").read_text().isascii(), n
+
+
+def test_a_missing_file_is_a_one_line_error_from_the_command(runs, tmp_path, capsys):
+    Path(runs["search"][0]).unlink()
+    rc = main(["tables", "--published", str(PUBLISHED), "--out-dir", str(tmp_path / "t"),
+               "--search", *runs["search"], "--train", *runs["train"]])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1
+    assert "missing seed 0 of search cifar10/darts" in err
+
+
+def test_paths_outside_the_workflow_layout_are_refused(tmp_path):
+    bad = _write(tmp_path / "metrics.json", {"test_top1_err": 1})
+    with pytest.raises(UserError, match="not a run file of the workflow layout"):
+        tables.build(PUBLISHED, [], [bad], [])
+
+
+def test_latex_escapes_special_characters():
+    assert tables.latex_escape("a_b & 5% ± —") == r"a\_b \& 5\% $\pm$ ---"

@@ -1,0 +1,115 @@
+"""`itnas search` end to end on tiny shapes: outputs, determinism, resume, refusals."""
+
+import json
+
+import pytest
+
+from itnas.cli import main
+from itnas.formats import load_arch_state
+from itnas.run import RunDir
+from itnas.space import load_genotype
+from tests.search.same_run import assert_same_search, die_after_first_checkpoint
+
+SEARCH = ["search", "--config", "config/search.yaml"]
+
+
+def _search(out, overrides, variant="itnas", seed=0, extra=()):
+    args = SEARCH + ["--variant", variant, "--seed", str(seed), "--out", str(out)]
+    for item in overrides:
+        args += ["--set", item]
+    return main(args + list(extra))
+
+
+@pytest.mark.parametrize("variant", ["itnas", "darts"])
+def test_search_leaves_the_contracted_files(tmp_path, tiny_search_overrides, variant):
+    assert _search(tmp_path / "run", tiny_search_overrides, variant) == 0
+    run = tmp_path / "run"
+    state = load_arch_state(run / "arch_state.json")
+    assert ("transition" in state["normal"]) == (variant == "itnas")
+    load_genotype(run / "genotype.json")
+    metrics = json.loads((run / "metrics.json").read_text())
+    for key in ("train_loss", "train_acc", "val_loss", "val_acc", "epochs", "wall_clock_s",
+                "device", "peak_memory_bytes", "genotype", "variant", "standin"):
+        assert metrics[key] is not None, key
+    assert metrics["standin"] is True and metrics["epochs"] == 2
+    assert metrics["method"] == ("tiep" if variant == "itnas" else "darts")
+    history = json.loads((run / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert history[0]["tau"] == 5.0 and history[1]["tau"] == pytest.approx(0.5)
+    assert {"entropy_normal", "entropy_reduce", "genotype", "train_acc", "val_acc"} <= set(history[0])
+
+
+def test_two_runs_with_the_same_seed_give_identical_arch_states(tmp_path, tiny_search_overrides):
+    for name in ("a", "b"):
+        assert _search(tmp_path / name, tiny_search_overrides) == 0
+    a = (tmp_path / "a" / "arch_state.json").read_text()
+    assert a == (tmp_path / "b" / "arch_state.json").read_text()
+    assert _search(tmp_path / "c", tiny_search_overrides, seed=1) == 0
+    assert a != (tmp_path / "c" / "arch_state.json").read_text()
+
+
+def test_resumed_search_is_bit_identical_to_an_uninterrupted_one(tmp_path, tiny_search_overrides, monkeypatch):
+    assert _search(tmp_path / "straight", tiny_search_overrides) == 0
+
+    original = RunDir.end_epoch
+    die_after_first_checkpoint(monkeypatch)
+    assert _search(tmp_path / "resumed", tiny_search_overrides) == 130
+    assert not (tmp_path / "resumed" / "metrics.json").exists()
+    monkeypatch.setattr(RunDir, "end_epoch", original)
+    assert _search(tmp_path / "resumed", tiny_search_overrides) == 0
+
+    assert_same_search(tmp_path / "straight", tmp_path / "resumed")
+
+
+def test_second_order_search_differs_from_first_order(tmp_path, tiny_search_overrides):
+    states = {}
+    for order in ("first", "second"):
+        overrides = tiny_search_overrides + [f"arch_optim.order={order}", "epochs=1"]
+        assert _search(tmp_path / order, overrides, variant="gumbel_transition") == 0
+        states[order] = load_arch_state(tmp_path / order / "arch_state.json")
+    assert states["second"]["variant"] == "gumbel_transition"
+    # Same seed, same batches: only the architecture gradient differs (Hessian-vector term).
+    assert states["first"]["normal"]["alpha"] != states["second"]["normal"]["alpha"]
+
+
+def test_a_folder_holding_another_run_is_refused(tmp_path, tiny_search_overrides, capsys):
+    overrides = tiny_search_overrides + ["epochs=1"]
+    assert _search(tmp_path / "run", overrides) == 0
+    capsys.readouterr()
+    assert _search(tmp_path / "run", overrides, seed=5) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "other settings" in err
+
+
+def test_tiep_without_transition_is_refused_before_any_work(tmp_path, tiny_search_overrides, capsys):
+    args = SEARCH + ["--seed", "0", "--out", str(tmp_path / "run"), "--set", "arch.tiep=true",
+                     "--set", "arch.transition=false"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "arch.tiep" in err and "config/search.yaml" in err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("override,needle", [
+    ("epochs=0", "key 'epochs'"),
+    ("epochs=-3", "key 'epochs'"),
+    ("epohcs=3", "key 'epohcs': unknown key"),
+    ("model.layers=two", "key 'model.layers'"),
+    ("dataset=mnist", "unknown dataset 'mnist'"),
+    ("arch_optim.order=third", "key 'arch_optim.order'"),
+    ("tau.end=9", "key 'tau.end'"),
+])
+def test_bad_search_settings_end_in_one_line(tmp_path, capsys, override, needle):
+    args = SEARCH + ["--seed", "0", "--out", str(tmp_path / "run"), "--set", override]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and needle in err, err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("variant,arch", [("itnas", 1712), ("darts", 196)])
+def test_supernet_stats_json(capsys, variant, arch):
+    assert main(["stats", "--supernet", "--variant", variant, "--dataset", "cifar10", "--json"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["arch_params"] == arch
+    assert 1_900_000 < stats["weights"] < 2_000_000  # the DARTS CIFAR supernet has ~1.93 M weights

@@ -1,0 +1,53 @@
+"""Genotype format, validation, hashing and the registry of published cells."""
+
+import json
+
+import pytest
+
+from itnas.errors import UserError
+from itnas.genotypes import PUBLISHED, lookup, resolve_genotype
+from itnas.space import genotype_from_json as from_json
+
+
+def test_published_cells_round_trip_through_json():
+    for name, (genotype, source) in PUBLISHED.items():
+        assert source
+        assert from_json(json.loads(json.dumps(genotype.to_json())), name) == genotype
+
+
+def test_registry_lookup_is_case_insensitive_and_files_resolve(tmp_path):
+    assert lookup("darts_v2") is PUBLISHED["DARTS_V2"][0]
+    path = tmp_path / "cell.json"
+    path.write_text(json.dumps(PUBLISHED["DARTS_V1"][0].to_json()))
+    genotype, _ = resolve_genotype(str(path))
+    assert genotype == PUBLISHED["DARTS_V1"][0]
+    with pytest.raises(UserError, match="unknown genotype 'nope'"):
+        resolve_genotype("nope")
+
+
+def test_hash_depends_on_content_only():
+    v1, v2 = PUBLISHED["DARTS_V1"][0], PUBLISHED["DARTS_V2"][0]
+    assert v1.hash() != v2.hash()
+    assert from_json(v2.to_json()).hash() == v2.hash()
+
+
+def _mutated(**changes):
+    obj = PUBLISHED["DARTS_V2"][0].to_json()
+    obj.update(changes)
+    return obj
+
+
+@pytest.mark.parametrize("obj,message", [
+    (_mutated(normal=[["conv_7x7", 0]] + PUBLISHED["DARTS_V2"][0].to_json()["normal"][1:]), "unknown op 'conv_7x7'"),
+    (_mutated(normal=PUBLISHED["DARTS_V2"][0].to_json()["normal"][:7]), "must list 8"),
+    (_mutated(reduce=PUBLISHED["DARTS_V2"][0].to_json()["reduce"][:6] + [["skip_connect", 5], ["skip_connect", 0]]),
+     "input 5 out of range for node 5"),
+    (_mutated(normal_concat=[2, 3]), "'normal_concat' must be"),
+    (_mutated(normal=[["sep_conv_3x3"]] * 8), "must be an [op, input] pair"),
+    (_mutated(extra=1), "unknown key 'extra'"),
+    ([1], "expected a JSON object"),
+])
+def test_bad_genotypes_are_refused_with_one_line(obj, message):
+    with pytest.raises(UserError) as err:
+        from_json(obj, "g.json")
+    assert message in str(err.value) and "\n" not in str(err.value)
