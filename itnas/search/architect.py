@@ -7,6 +7,8 @@ momentum and weight decay; xi = the weights' current learning rate), where the t
 is the finite-difference Hessian-vector product
     grad_a L_val(w', a) - xi * (grad_a L_train(w+, a) - grad_a L_train(w-, a)) / (2 eps),
     w+- = w +- eps * grad_w' L_val(w', a),  eps = 0.01 / ||grad_w' L_val(w', a)||.
+The four loss evaluations of one unrolled step share one Gumbel draw per cell type: with fresh
+noise each, the difference of the two Hessian gradients would be dominated by the noise.
 """
 
 from __future__ import annotations
@@ -46,7 +48,8 @@ class Architect:
                      y_tr: torch.Tensor) -> torch.Tensor:
         """One unrolled step (module docstring); returns the validation loss at w'."""
         self.optimizer.zero_grad(set_to_none=True)
-        loss = self._unrolled_gradient(x_val, y_val, x_tr, y_tr)
+        with self.policy.one_draw():
+            loss = self._unrolled_gradient(x_val, y_val, x_tr, y_tr)
         self.optimizer.step()
         return loss
 

@@ -16,11 +16,15 @@ the paper is silent are listed in docs/method.md; the ones this file decides:
   1e-3 * N(0, 1), as DARTS initialises alpha.
 - Gumbel noise is drawn in training mode only; in eval mode (validation) the policy returns
   softmax(alpha / tau) without noise.
+- One draw per cell type per forward pass; inside `one_draw()` every forward pass reuses the
+  first draw (the second-order architecture step evaluates the loss four times for one
+  gradient, and its finite difference must not subtract two different noises).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import nn
@@ -106,6 +110,19 @@ class ArchPolicy(nn.Module):
     def set_temperature(self, tau: float) -> None:
         self.tau = float(tau)
 
+    @contextlib.contextmanager
+    def one_draw(self) -> Iterator[None]:
+        """Within the block, each cell type's Gumbel noise is drawn once and reused by every
+        forward pass (no effect on policies without noise)."""
+        samplers = [m for m in self.modules() if isinstance(m, IndependentPolicy)]
+        for m in samplers:
+            m.held_noise = {}
+        try:
+            yield
+        finally:
+            for m in samplers:
+                m.held_noise = None
+
     def arch_state(self) -> dict:
         """The parameters in the `itnas-arch-state/1` layout (formats.py), without the header."""
         raise NotImplementedError
@@ -122,14 +139,22 @@ class IndependentPolicy(ArchPolicy):
         self.edges = list(edges)
         self.gumbel = gumbel
         self.alpha = nn.ParameterDict({cell: _logits(len(self.edges), K) for cell in CELL_TYPES})
+        self.held_noise: dict[str, torch.Tensor] | None = None  # see ArchPolicy.one_draw
 
     def edge_weights(self, cell: str) -> torch.Tensor:
         alpha = self.alpha[cell]
         if not self.gumbel:
             return torch.softmax(alpha, dim=-1)
         if self.training:
-            return torch.softmax((alpha + gumbel_noise(alpha.shape, alpha.device, alpha.dtype)) / self.tau, dim=-1)
+            return torch.softmax((alpha + self._noise(cell, alpha)) / self.tau, dim=-1)
         return torch.softmax(alpha / self.tau, dim=-1)
+
+    def _noise(self, cell: str, alpha: torch.Tensor) -> torch.Tensor:
+        if self.held_noise is None:
+            return gumbel_noise(alpha.shape, alpha.device, alpha.dtype)
+        if cell not in self.held_noise:
+            self.held_noise[cell] = gumbel_noise(alpha.shape, alpha.device, alpha.dtype)
+        return self.held_noise[cell]
 
     def alpha_state(self, cell: str) -> dict[str, list[float]]:
         rows = self.alpha[cell].detach().cpu().double().tolist()
