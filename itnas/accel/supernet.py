@@ -47,8 +47,8 @@ class SharedInput:
         return self._pooled[name]
 
 
-def after_relu(op: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The op as a function of r = ReLU(x), for the ops that start with that ReLU."""
+def after_relu(op: nn.Module) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """The op as a function of r = ReLU(x), for the ops that start with that ReLU; else None."""
     if isinstance(op, DilConv):  # ReLU, depthwise, pointwise, BN
         return lambda r: op[3](op[2](op[1](r)))
     if isinstance(op, SepConv):  # two DilConvs: only the first one's ReLU is shared
@@ -56,7 +56,7 @@ def after_relu(op: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
         return lambda r: op[1](first(r))
     if isinstance(op, FactorizedReduce):
         return op.halves
-    raise TypeError(f"{type(op).__name__} does not start with a ReLU")
+    return None
 
 
 def branches(edge: MixedOp, inp: SharedInput) -> list[Callable[[], torch.Tensor]]:
@@ -69,8 +69,10 @@ def branches(edge: MixedOp, inp: SharedInput) -> list[Callable[[], torch.Tensor]
             out.append(partial(op[1], inp.pooled(name, op[0])))
         elif isinstance(op, Identity):
             out.append(partial(_same, inp.x))
-        else:
-            out.append(partial(after_relu(op), inp.relu()))
+        elif (activated := after_relu(op)) is not None:
+            out.append(partial(activated, inp.relu()))
+        else:  # an op that shares nothing with the others (the `none` op, say)
+            out.append(partial(op, inp.x))
     return out
 
 

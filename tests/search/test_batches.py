@@ -221,3 +221,17 @@ def test_the_validation_pass_takes_its_own_batch_and_the_same_numbers(tiny_searc
     if pipeline == "loader":
         (loss_a, acc_a), (loss_b, acc_b) = results[3], results[16]
         assert loss_a == pytest.approx(loss_b, rel=1e-5) and acc_a == acc_b
+
+
+def test_the_weight_half_is_the_first_part_of_the_seeded_split_and_the_arch_half_the_rest(tiny_search_overrides):
+    """Which half trains what, pinned to the split itself (the fixtures above derive the halves
+    from the loaders, so they alone would not notice the halves swapped)."""
+    from itnas.data.loaders import split_indices
+
+    cfg = _cfg(tiny_search_overrides, "runtime.pipeline=loader")
+    batches = _batches(cfg)
+    subset = batches.weight_loader.dataset  # data.max_samples: a seeded subset of the split
+    first, rest = split_indices(len(subset), cfg["data"]["train_portion"], SEED)
+    assert sorted(batches.weight_loader.sampler.indices) == sorted(first)
+    assert sorted(batches.arch_loader.sampler.indices) == sorted(rest)
+    assert sorted(batches.val_loader.sampler.indices) == sorted(rest)

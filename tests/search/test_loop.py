@@ -113,3 +113,47 @@ def test_supernet_stats_json(capsys, variant, arch):
     stats = json.loads(capsys.readouterr().out)
     assert stats["arch_params"] == arch
     assert 1_900_000 < stats["weights"] < 2_000_000  # the DARTS CIFAR supernet has ~1.93 M weights
+
+
+def test_each_step_updates_the_architecture_on_its_half_first_then_the_weights_on_theirs(
+        tmp_path, tiny_search_overrides, monkeypatch):
+    """run_search's order and data (DARTS): every step first an architecture step on the batch
+    of the architecture half (the second order also reads the weight batch), then a weight step
+    on the batch of the weight half. The halves are marked: weight images 0, architecture 1."""
+    import torch
+
+    from itnas.search import loop
+    from itnas.search.batches import search_batches as real_batches
+
+    def marked(cfg, seed, rt):
+        real = real_batches(cfg, seed, rt)
+
+        class Marked:
+            spec, steps_per_epoch = real.spec, 2
+
+            def epoch(self, epoch):
+                for _ in range(self.steps_per_epoch):
+                    yield ((torch.zeros(8, 3, 32, 32), torch.zeros(8, dtype=torch.long)),
+                           (torch.ones(8, 3, 32, 32), torch.ones(8, dtype=torch.long)))
+
+            def validation(self):
+                return real.validation()
+
+        return Marked()
+
+    calls = []
+    arch_step, weight_step = loop.Searcher.arch_step, loop.Searcher.weight_step
+
+    def spy_arch(self, x_val, y_val, x_tr, y_tr):
+        calls.append(("arch", float(x_val.mean()), float(x_tr.mean())))
+        return arch_step(self, x_val, y_val, x_tr, y_tr)
+
+    def spy_weight(self, x, y):
+        calls.append(("weight", float(x.mean())))
+        return weight_step(self, x, y)
+
+    monkeypatch.setattr(loop, "search_batches", marked)
+    monkeypatch.setattr(loop.Searcher, "arch_step", spy_arch)
+    monkeypatch.setattr(loop.Searcher, "weight_step", spy_weight)
+    assert _search(tmp_path / "run", tiny_search_overrides + ["epochs=1"]) == 0
+    assert calls == [("arch", 1.0, 0.0), ("weight", 0.0)] * 2

@@ -157,3 +157,28 @@ def test_attention_is_a_softmax_over_the_predecessors_of_each_inner_edge():
     for i, j in INNER_EDGES:
         total = sum(float(beta[TRIPLES.index((m, i, j))]) for m in range(i))
         assert total == pytest.approx(1.0, abs=1e-6)
+
+
+def test_gumbel_noise_follows_the_standard_gumbel_law():
+    """G = -log(-log U): mean Euler's gamma (0.5772), variance pi^2 / 6 (1.645), right-skewed.
+    Noise of the wrong law (-G, or a plain normal) fails one of these."""
+    torch.manual_seed(0)
+    g = gumbel_noise(torch.Size([400_000]), torch.device("cpu"), torch.float64)
+    assert float(g.mean()) == pytest.approx(0.5772, abs=0.01)
+    assert float(g.var()) == pytest.approx(math.pi ** 2 / 6, abs=0.03)
+    assert float(((g - g.mean()) ** 3).mean() / g.var() ** 1.5) == pytest.approx(1.1395, abs=0.05)
+
+
+def test_gumbel_softmax_samples_each_op_with_its_softmax_probability():
+    """The Gumbel-max property the method rests on (Eq. 5 as tau -> 0): the op with the largest
+    alpha + G is op k with probability softmax(alpha)_k, on every edge."""
+    torch.manual_seed(1)
+    policy = build_policy(gumbel=True, transition=False)
+    with torch.no_grad():
+        policy.alpha["normal"].copy_(torch.tensor([2.0, 1.0, 0.5, 0.0, -0.5, -1.0, 0.3]).expand(14, 7))
+    policy.set_temperature(0.5)
+    picks = torch.zeros(7)
+    for _ in range(1500):
+        picks += torch.nn.functional.one_hot(policy.edge_weights("normal").argmax(-1), 7).sum(0)
+    expected = torch.softmax(policy.alpha["normal"][0].detach(), 0)
+    assert torch.allclose(picks / picks.sum(), expected, atol=0.01), (picks / picks.sum(), expected)

@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from itnas.checkpoint import load_checkpoint, load_weights
@@ -188,3 +189,23 @@ def test_the_test_pass_takes_its_own_batch_and_gives_the_same_numbers(tmp_path, 
     assert all(torch.equal(a[k], b[k]) for k in a)  # the test pass never touches the training
     assert runs[3]["test_loss"] == pytest.approx(runs[None]["test_loss"], rel=1e-5)
     assert runs[3]["test_top1_err"] == runs[None]["test_top1_err"]
+
+
+def test_the_training_loss_is_cross_entropy_plus_the_weighted_auxiliary_term_with_label_smoothing():
+    """Every term of the loss the trainer descends: CE(logits) + auxiliary_weight * CE(auxiliary
+    logits), both with the configured label smoothing (the ImageNet recipe's 0.1). A dropped or
+    mis-weighted term, or smoothing left out, changes the value."""
+    from itnas.train.loop import Trainer
+
+    cfg = tiny_config("model.auxiliary_weight=0.4", "optim.label_smoothing=0.1")
+    data = tensor_data(n_train=8, n_eval=4)
+    trainer = Trainer(cfg, DARTS_V2, data, seed=0)
+    x, y = data.train.tensors[0][:8], data.train.tensors[1][:8]
+    logits, aux = trainer.net(trainer.rt.batch_to(x, y)[0])
+    fixed = (logits.detach().requires_grad_(), aux.detach().requires_grad_())
+    trainer.net = lambda batch: fixed  # the step's loss from these outputs
+    sums = trainer._step(iter([(x, y)]))
+    expected = (F.cross_entropy(fixed[0], y, label_smoothing=0.1)
+                + 0.4 * F.cross_entropy(fixed[1], y, label_smoothing=0.1))
+    assert float(sums[0] / sums[2]) == pytest.approx(float(expected), rel=1e-6)
+    assert float(expected) != pytest.approx(float(F.cross_entropy(fixed[0], y, label_smoothing=0.1)), rel=1e-3)
