@@ -53,6 +53,11 @@ def validate_arch_state(state: Any, source: str) -> dict:
     for extra in ("variant", "epoch", "tau"):
         if extra in state:
             out[extra] = state[extra]
+    if "derive_tau" in state:  # the temperature its search derives at (itnas derive's default)
+        tau = state["derive_tau"]
+        if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not math.isfinite(tau) or tau <= 0:
+            raise UserError(f"{source}: 'derive_tau': expected a finite number > 0, got {tau!r}")
+        out["derive_tau"] = float(tau)
     for cell in ("normal", "reduce"):
         body = state.get(cell)
         if not isinstance(body, dict):

@@ -40,6 +40,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "DARTS top-2 rule (for transition states, after the topology initialisation).")
     d.add_argument("--arch-state", required=True, metavar="FILE", help="itnas-arch-state/1 JSON file")
     d.add_argument("--method", required=True, choices=variants.DERIVE_METHODS)
+    d.add_argument("--tau", type=float, metavar="T",
+                   help="derivation temperature: the outer edges' softmax(alpha / T); default: the one the "
+                        "search recorded in the arch state (its derive.tau), else 1")
     d.add_argument("--out", required=True, metavar="FILE", help="genotype JSON to write (atomically)")
     d.set_defaults(func=run_derive)
 
@@ -76,7 +79,9 @@ def run_derive(args: argparse.Namespace) -> int:
     from itnas.search.derive import derive
     from itnas.space import save_genotype
 
-    genotype = derive(load_arch_state(args.arch_state), args.method)
+    state = load_arch_state(args.arch_state)
+    tau = args.tau if args.tau is not None else state.get("derive_tau", 1.0)
+    genotype = derive(state, args.method, tau)
     save_genotype(args.out, genotype)
     print(json.dumps(genotype.to_json()))
     return 0

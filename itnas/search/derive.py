@@ -3,7 +3,9 @@
 Both work on a validated `itnas-arch-state/1` object (formats.validate_arch_state), in
 float64 on the CPU, so a file written by hand derives exactly as one written by a search.
 
-- Outer-edge weights are softmax(alpha): no noise, tau = 1 (SPEC section 4).
+- Outer-edge weights are softmax(alpha / tau): no noise, at the derivation temperature `tau`
+  (SPEC section 4; `derive.tau`, whose default docs/method.md explains). Under TIEP the inner
+  edges come from one-hot predecessors, so `tau` decides whether outer or inner edges win.
 - DARTS rule: for each node keep the two incoming edges with the largest max_k Z_k, and on each
   the argmax op. For transition variants the inner Z first come from Eq. 11 with soft
   predecessors (Algorithm 1, lines 3-6: "topology initialisation").
@@ -14,6 +16,8 @@ float64 on the CPU, so a file written by hand derives exactly as one written by 
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -35,8 +39,8 @@ from itnas.variants import DERIVE_METHODS
 METHODS = DERIVE_METHODS
 
 
-def _outer(cell: dict, edges: list[Edge]) -> dict[Edge, torch.Tensor]:
-    return {e: torch.softmax(torch.tensor(cell["alpha"][edge_key(*e)], dtype=torch.float64), 0)
+def _outer(cell: dict, edges: list[Edge], tau: float) -> dict[Edge, torch.Tensor]:
+    return {e: torch.softmax(torch.tensor(cell["alpha"][edge_key(*e)], dtype=torch.float64) / tau, 0)
             for e in edges}
 
 
@@ -55,11 +59,12 @@ def _argmax(z: torch.Tensor) -> int:
     return int((z == z.max()).nonzero()[0, 0])
 
 
-def soft_weights(cell: dict) -> dict[Edge, torch.Tensor]:
-    """Z of all 14 edges: softmax(alpha), and for transition cells Eq. 11 with soft predecessors."""
+def soft_weights(cell: dict, tau: float = 1.0) -> dict[Edge, torch.Tensor]:
+    """Z of all 14 edges: softmax(alpha / tau), and for transition cells Eq. 11 with soft
+    predecessors."""
     if "transition" not in cell:
-        return _outer(cell, ALL_EDGES)
-    outer = _outer(cell, OUTER_EDGES)
+        return _outer(cell, ALL_EDGES, tau)
+    outer = _outer(cell, OUTER_EDGES, tau)
     trans = torch.stack([_matrix(cell, *t) for t in TRIPLES])
     beta = torch.tensor([cell["beta"][triple_key(*t)] for t in TRIPLES], dtype=torch.float64)
     z = transition_weights(torch.stack([outer[e] for e in OUTER_EDGES]), trans, beta)
@@ -77,16 +82,16 @@ def _pairs(z: dict[Edge, torch.Tensor], kept: dict[int, list[Edge]]) -> tuple[tu
     return tuple((PRIMITIVES[_argmax(z[e])], e[0]) for j in range(2, 6) for e in kept[j])
 
 
-def darts_cell(cell: dict) -> tuple[tuple[str, int], ...]:
-    z = soft_weights(cell)
+def darts_cell(cell: dict, tau: float = 1.0) -> tuple[tuple[str, int], ...]:
+    z = soft_weights(cell, tau)
     return _pairs(z, {j: _top2(z, j) for j in range(2, 6)})
 
 
-def tiep_cell(cell: dict) -> tuple[tuple[str, int], ...]:
+def tiep_cell(cell: dict, tau: float = 1.0) -> tuple[tuple[str, int], ...]:
     if "transition" not in cell:
         raise UserError("TIEP needs transition matrices and attention in the arch state "
                         "(search with transition: true), or use --method darts")
-    z = _outer(cell, OUTER_EDGES)
+    z = _outer(cell, OUTER_EDGES, tau)
     kept: dict[int, list[Edge]] = {2: [(0, 2), (1, 2)]}
     for e in kept[2]:
         z[e] = _one_hot(z[e])
@@ -106,10 +111,47 @@ def tiep_cell(cell: dict) -> tuple[tuple[str, int], ...]:
     return _pairs(z, kept)
 
 
-def derive(state: dict, method: str) -> Genotype:
-    """Derive a genotype from a validated arch state with `method` in METHODS."""
+def derive(state: dict, method: str, tau: float = 1.0) -> Genotype:
+    """Derive a genotype from a validated arch state with `method` in METHODS at derivation
+    temperature `tau`."""
     if method not in METHODS:
         raise UserError(f"--method {method}: expected one of {', '.join(METHODS)}")
+    if not (tau > 0 and math.isfinite(tau)):
+        raise UserError(f"--tau {tau}: the derivation temperature must be a finite number > 0")
     rule = tiep_cell if method == "tiep" else darts_cell
-    return Genotype(normal=rule(state["normal"]), normal_concat=CONCAT,
-                    reduce=rule(state["reduce"]), reduce_concat=CONCAT)
+    return Genotype(normal=rule(state["normal"], tau), normal_concat=CONCAT,
+                    reduce=rule(state["reduce"], tau), reduce_concat=CONCAT)
+
+
+def derive_tau(cfg: dict) -> float:
+    """The derivation temperature of a search config: `derive.tau`, where `auto` is the search's
+    final temperature for Gumbel variants (the scale their architecture was last trained at) and
+    1 for softmax variants (the scale they were trained at throughout)."""
+    tau = cfg["derive"]["tau"]
+    if tau == "auto":
+        return float(cfg["tau"]["end"]) if cfg["arch"]["gumbel"] else 1.0
+    return float(tau)
+
+
+def differences(a: Genotype, b: Genotype) -> dict[str, int]:
+    """How far two genotypes are apart: `edges`, the kept input edges one has and the other has
+    not (per node, counted once per pair); `ops`, the edges both keep with different ops."""
+    edges = ops = 0
+    for reduction in (False, True):
+        pa, pb = a.cell(reduction)[0], b.cell(reduction)[0]
+        for node in range(len(pa) // 2):
+            ea = {i: op for op, i in pa[2 * node:2 * node + 2]}
+            eb = {i: op for op, i in pb[2 * node:2 * node + 2]}
+            edges += len(set(ea) - set(eb))
+            ops += sum(1 for i in set(ea) & set(eb) if ea[i] != eb[i])
+    return {"edges": edges, "ops": ops}
+
+
+def stability(state: dict, method: str, chosen: Genotype, taus: list[float]) -> dict:
+    """How the genotype changes over derivation temperatures: for each tau in `taus`, its
+    differences from `chosen` (`differences`) and its hash."""
+    out = {}
+    for tau in taus:
+        genotype = derive(state, method, tau)
+        out[f"{tau:g}"] = {**differences(genotype, chosen), "genotype_hash": genotype.hash()}
+    return out

@@ -38,7 +38,7 @@ from itnas.runtime import (
 )
 from itnas.search.architect import Architect
 from itnas.search.batches import SearchBatches, search_batches
-from itnas.search.derive import derive
+from itnas.search.derive import derive, derive_tau, stability
 from itnas.search.policies import ArchPolicy, arch_param_count, build_policy, entropy, temperature
 from itnas.search.supernet import SearchNetwork
 from itnas.space import PRIMITIVES, Genotype, save_genotype
@@ -46,8 +46,8 @@ from itnas.variants import method_for, name_for
 
 log = logging.getLogger(__name__)
 
-# Config keys that do not change what a search computes: a run may resume with other values.
-NOT_IDENTITY = ("runtime", "data_root")
+# Config keys that do not change what a search trains: a run may resume with other values.
+NOT_IDENTITY = ("runtime", "data_root", "derive")
 
 
 def check_search_config(cfg: dict, source: str) -> None:
@@ -202,12 +202,22 @@ class Searcher:
         return weights
 
     def arch_state(self) -> dict:
+        """The architecture as a file (formats.py), with the temperature to derive it at."""
         return {"format": ARCH_STATE_FORMAT, "primitives": list(PRIMITIVES), "variant": self.variant,
-                **self.policy.arch_state()}
+                "derive_tau": derive_tau(self.cfg), **self.policy.arch_state()}
+
+    @property
+    def method(self) -> str:
+        return method_for(self.cfg["arch"]["transition"], self.cfg["arch"]["tiep"])
 
     def genotype(self) -> Genotype:
-        flags = self.cfg["arch"]
-        return derive(validate_arch_state(self.arch_state(), "<search>"), method_for(flags["transition"], flags["tiep"]))
+        state = validate_arch_state(self.arch_state(), "<search>")
+        return derive(state, self.method, state["derive_tau"])
+
+    def genotype_stability(self, genotype: Genotype) -> dict:
+        """How the genotype changes across `derive.stability_taus` (search/derive.py)."""
+        state = validate_arch_state(self.arch_state(), "<search>")
+        return stability(state, self.method, genotype, self.cfg["derive"]["stability_taus"])
 
 
 def run_search(cfg: dict, seed: int, out: str | Path) -> dict[str, Any]:
@@ -295,7 +305,8 @@ def final_metrics(cfg: dict, seed: int, run: Run, searcher: Searcher, data: Sear
     gpus = 1 if device.type == "cuda" else 0
     return {
         "stage": "search", "variant": searcher.variant, "flags": dict(cfg["arch"]),
-        "method": method_for(cfg["arch"]["transition"], cfg["arch"]["tiep"]),
+        "method": searcher.method, "derive_tau": derive_tau(cfg),
+        "genotype_stability": searcher.genotype_stability(genotype),
         "seed": seed, "dataset": data.spec.name, "benchmark": data.spec.benchmark,
         "standin": data.spec.standin, "epochs": cfg["epochs"],
         "train_loss": last.get("train_loss"), "train_acc": last.get("train_acc"),

@@ -149,3 +149,80 @@ def test_derive_refuses_malformed_arch_states_with_one_line(tmp_path, capsys, ca
 def test_outer_edges_are_the_eight_from_the_cell_inputs():
     assert OUTER_EDGES == [(0, 2), (1, 2), (0, 3), (1, 3), (0, 4), (1, 4), (0, 5), (1, 5)]
     assert len(TRIPLES) == 16
+
+
+def tau_sensitive_cell() -> dict:
+    """A cell where the derivation temperature decides TIEP's choice at node 3.
+
+    Outer edges (0,3) and (1,3) put 0.55 on their op at tau = 1; the inner edge (2,3), computed
+    from the one-hot Z(0,2), Z(1,2) through P rows that put 0.7 on dil_conv_3x3, has strength
+    0.7 whatever tau. At tau = 1 TIEP keeps (2,3) and one outer edge; at tau = 0.5 the outer
+    edges sharpen to 0.85 and beat it; at tau = 2 they flatten to 0.33 and lose."""
+    cell = hand_worked_cell()
+    cell["alpha"][edge_key(0, 3)] = _onehot_logits(4, 0.55)
+    cell["alpha"][edge_key(1, 3)] = _onehot_logits(5, 0.549)
+    for m in (0, 1):
+        row = [0.3 / (K - 1)] * K
+        row[2] = 0.7
+        cell["transition"][triple_key(m, 2, 3)][m] = row
+    return cell
+
+
+def _node3(genotype) -> list[int]:
+    return sorted(i for _, i in genotype.normal[2:4])
+
+
+def test_the_derivation_temperature_decides_which_edges_tiep_keeps():
+    state = validate_arch_state(state_of(tau_sensitive_cell()), "test")
+    assert _node3(derive(state, "tiep", 1.0)) == [0, 2]
+    assert _node3(derive(state, "tiep", 0.5)) == [0, 1]
+    assert _node3(derive(state, "tiep", 2.0)) == [0, 2]
+    z = soft_weights(state["normal"], 0.5)
+    assert float(z[(0, 3)].max()) == pytest.approx(0.55 ** 2 / (0.55 ** 2 + 6 * (0.45 / 6) ** 2), abs=1e-6)
+
+
+def test_derive_takes_the_temperature_from_the_cli_else_from_the_arch_state(tmp_path, capsys):
+    path = tmp_path / "state.json"
+    out = tmp_path / "g.json"
+    path.write_text(json.dumps({**state_of(tau_sensitive_cell()), "derive_tau": 0.5}))
+    cases = [([], [0, 1]), (["--tau", "1"], [0, 2]), (["--tau", "0.5"], [0, 1])]
+    for extra, kept in cases:
+        assert main(["derive", "--arch-state", str(path), "--method", "tiep", "--out", str(out), *extra]) == 0
+        capsys.readouterr()
+        assert sorted(i for _, i in json.loads(out.read_text())["normal"][2:4]) == kept, extra
+    for bad in ("0", "-1", "inf", "nan"):
+        assert main(["derive", "--arch-state", str(path), "--method", "tiep", "--out", str(out), "--tau", bad]) == 2
+        assert "--tau" in capsys.readouterr().err
+
+
+def test_auto_derives_at_the_final_search_temperature_for_gumbel_variants_and_at_1_otherwise():
+    from itnas.config import defaults
+    from itnas.search.derive import derive_tau
+
+    cfg = defaults("search")
+    cfg["tau"]["end"] = 0.3
+    assert derive_tau(cfg) == 0.3
+    cfg["arch"]["gumbel"] = False
+    assert derive_tau(cfg) == 1.0
+    cfg["derive"]["tau"] = 2.5
+    assert derive_tau(cfg) == 2.5
+
+
+def test_the_stability_report_counts_edges_and_ops_that_change_across_temperatures():
+    from itnas.search.derive import differences, stability
+
+    state = validate_arch_state(state_of(tau_sensitive_cell()), "test")
+    chosen = derive(state, "tiep", 1.0)
+    report = stability(state, "tiep", chosen, [0.5, 1.0, 2.0])
+    # tau 0.5 keeps (1,3) instead of (2,3) at node 3, in both cell types (the same cell)
+    assert report["0.5"]["edges"] == 2 and report["1"] == {"edges": 0, "ops": 0, "genotype_hash": chosen.hash()}
+    other = derive(state, "tiep", 0.5)
+    assert differences(chosen, other) == {"edges": 2, "ops": 0}
+    from itnas.genotypes import lookup
+    from itnas.space import make_genotype
+
+    v2 = lookup("DARTS_V2")
+    changed_op = make_genotype([("sep_conv_5x5", 0), *v2.normal[1:]], v2.reduce)
+    changed_edge = make_genotype([("sep_conv_3x3", 0), ("sep_conv_3x3", 0), *v2.normal[2:]], v2.reduce)
+    assert differences(v2, changed_op) == {"edges": 0, "ops": 1}
+    assert differences(v2, changed_edge)["edges"] == 1

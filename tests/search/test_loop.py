@@ -157,3 +157,20 @@ def test_each_step_updates_the_architecture_on_its_half_first_then_the_weights_o
     monkeypatch.setattr(loop.Searcher, "weight_step", spy_weight)
     assert _search(tmp_path / "run", tiny_search_overrides + ["epochs=1"]) == 0
     assert calls == [("arch", 1.0, 0.0), ("weight", 0.0)] * 2
+
+
+def test_the_derivation_temperature_reaches_the_searchs_genotype_and_its_stability_report(
+        tmp_path, tiny_search_overrides):
+    from itnas.search.derive import derive
+
+    assert _search(tmp_path / "run", tiny_search_overrides + ["epochs=1", "derive.tau=2"]) == 0
+    run = tmp_path / "run"
+    state = load_arch_state(run / "arch_state.json")
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert state["derive_tau"] == 2.0 and metrics["derive_tau"] == 2.0
+    assert load_genotype(run / "genotype.json") == derive(state, "tiep", 2.0)
+    assert set(metrics["genotype_stability"]) == {"0.5", "1", "2"}
+    assert metrics["genotype_stability"]["2"] == {"edges": 0, "ops": 0, "genotype_hash": metrics["genotype_hash"]}
+    # auto: an itnas search derives at its final temperature, tau.end
+    assert _search(tmp_path / "auto", tiny_search_overrides + ["epochs=1", "tau.end=0.7", "tau.start=1"]) == 0
+    assert load_arch_state(tmp_path / "auto" / "arch_state.json")["derive_tau"] == 0.7

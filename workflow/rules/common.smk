@@ -210,6 +210,11 @@ def derive_method(wildcards):
     return VARIANT_REGISTRY[wildcards.variant].derive_method
 
 
+def derive_tau_args(wildcards):
+    tau = config["derive"]["tau"]
+    return "" if tau is None else f"--tau {tau}"
+
+
 def train_genotype(wildcards, input):
     """A variant trains the genotype file its selection wrote; a baseline is a registered name."""
     return input.genotype if wildcards.label in VARIANTS else wildcards.label

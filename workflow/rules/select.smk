@@ -14,6 +14,7 @@ rule derive:
         "../envs/itnas.yaml"
     params:
         method=derive_method,
+        tau=derive_tau_args,
     threads: rule_threads("derive")
     priority: 20
     resources:
@@ -21,7 +22,7 @@ rule derive:
         runtime=10,
     shell:
         "ITNAS_RULE=derive OMP_NUM_THREADS={threads}"
-        " itnas derive --arch-state {input.arch_state} --method {params.method}"
+        " itnas derive --arch-state {input.arch_state} --method {params.method} {params.tau}"
         " --out {output.genotype} > {log} 2>&1"
 
 
