@@ -18,6 +18,7 @@ from itnas.space import (
     PRIMITIVES,
     TRIPLES,
     edge_key,
+    search_primitives,
     triple_key,
 )
 
@@ -46,10 +47,10 @@ def validate_arch_state(state: Any, source: str) -> dict:
     if state.get("format") != ARCH_STATE_FORMAT:
         raise UserError(f"{source}: 'format' must be '{ARCH_STATE_FORMAT}', got {state.get('format')!r}")
     prims = state.get("primitives")
-    if prims != list(PRIMITIVES):
-        raise UserError(f"{source}: 'primitives' must be {list(PRIMITIVES)}, got {prims!r}")
-    k = len(PRIMITIVES)
-    out: dict[str, Any] = {"format": ARCH_STATE_FORMAT, "primitives": list(PRIMITIVES)}
+    if prims not in (list(PRIMITIVES), list(search_primitives(none_op=True))):
+        raise UserError(f"{source}: 'primitives' must be {list(PRIMITIVES)}, optionally after 'none', got {prims!r}")
+    k = len(prims)
+    out: dict[str, Any] = {"format": ARCH_STATE_FORMAT, "primitives": list(prims)}
     for extra in ("variant", "epoch", "tau"):
         if extra in state:
             out[extra] = state[extra]

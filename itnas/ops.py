@@ -1,5 +1,5 @@
-"""The seven primitives of the DARTS space (K = 7, no `none` op) and a cell's input adapters,
-as plain PyTorch: what the method computes, read as written.
+"""The seven primitives of the DARTS space (K = 7; DARTS's `none` only where a search adds it)
+and a cell's input adapters, as plain PyTorch: what the method computes, read as written.
 
 Conventions follow DARTS: a separable conv is two stacked (ReLU, depthwise, pointwise, BN);
 a dilated conv is one (ReLU, depthwise with dilation 2, pointwise, BN); a stride-2 skip is a
@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from itnas.space import PRIMITIVES
+from itnas.space import NONE, PRIMITIVES
 
 
 class ReLUConvBN(nn.Sequential):
@@ -54,6 +54,17 @@ class SepConv(nn.Sequential):
 class Identity(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x
+
+
+class Zero(nn.Module):
+    """DARTS's `none`: zeros at the edge's stride."""
+
+    def __init__(self, stride: int):
+        super().__init__()
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, :, ::self.stride, ::self.stride].mul(0.0)
 
 
 class FactorizedReduce(nn.Module):
@@ -95,6 +106,8 @@ def make_op(name: str, channels: int, stride: int, affine: bool) -> nn.Module:
         return nn.MaxPool2d(3, stride=stride, padding=1)
     if name == "skip_connect":
         return Identity() if stride == 1 else FactorizedReduce(c, c, affine)
+    if name == NONE:
+        return Zero(stride)
     raise KeyError(f"unknown primitive '{name}' (expected one of: {', '.join(PRIMITIVES)})")
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,14 @@ PRIMITIVES: tuple[str, ...] = (
 )
 K = len(PRIMITIVES)
 POOLING = frozenset({"avg_pool_3x3", "max_pool_3x3"})
+# DARTS's eighth candidate, which outputs zeros. Not in the ITNAS space; a search may add it
+# (`arch.none_op`, to run DARTS in its own setting), and derivation never chooses it.
+NONE = "none"
+
+
+def search_primitives(none_op: bool = False) -> tuple[str, ...]:
+    """The candidate ops of a search: the seven, after DARTS's `none` when `none_op`."""
+    return (NONE, *PRIMITIVES) if none_op else PRIMITIVES
 CELL_TYPES = ("normal", "reduce")
 
 NODES = 4  # intermediate nodes 2..5
@@ -128,6 +137,23 @@ def _check_concat(obj: Any, key: str, source: str) -> tuple[int, ...]:
     if not isinstance(concat, list) or tuple(concat) != CONCAT:
         raise UserError(f"{source}: '{key}' must be {list(CONCAT)}, got {concat!r}")
     return CONCAT
+
+
+def sample_genotype(seed: int) -> Genotype:
+    """A cell drawn uniformly from the search space, the random baseline (docs/method.md): each
+    intermediate node j takes 2 distinct inputs, a uniform pair of 0..j-1, and each of its two
+    edges one of the 7 primitives, uniformly; the normal and the reduction cell independently.
+    A pure function of `seed` (Python's Mersenne Twister, stable across versions)."""
+    rng = random.Random(seed)
+
+    def cell() -> list[Pair]:
+        pairs = []
+        for j in range(2, 2 + NODES):
+            for i in sorted(rng.sample(range(j), 2)):
+                pairs.append((rng.choice(PRIMITIVES), i))
+        return pairs
+
+    return make_genotype(cell(), cell())
 
 
 def genotype_from_json(obj: Any, source: str = "genotype") -> Genotype:

@@ -1,13 +1,12 @@
-"""The search variants of the paper's ablation (Table 2): one registry that the command line,
-the search, the derivation, the tables, the tracking and the workflow all read.
+"""The search variants: one registry that the command line, the search, the derivation, the
+tables, the tracking and the workflow all read.
 
-A variant is a set of the three flags `arch.gumbel`, `arch.transition` and `arch.tiep`
-(SPEC section 2): how the outer edges are weighted (softmax or annealed Gumbel-softmax),
-whether the inner edges come from the inter-layer transition (Eq. 11), and how the genotype
-is derived (TIEP, or the DARTS top-2 rule). A new variant is one more entry here; its
-`settings` are extra `--set` overrides that `itnas search --variant NAME` adds (the config
-keys a variant needs beyond the three flags). Flag sets outside the registry still run under
-a stable, path-safe name (`name_for`).
+A variant is a set of the three flags `arch.gumbel`, `arch.transition` and `arch.tiep` of the
+paper's ablation (Table 2, SPEC section 2): how the outer edges are weighted (softmax or
+annealed Gumbel-softmax), whether the inner edges come from the inter-layer transition (Eq. 11),
+and how the genotype is derived (TIEP, or the DARTS top-2 rule); plus the search settings a
+variant fixes beyond them (`none_op`, `second_order`: DARTS in its own setting). A new variant
+is one more entry here. Flag sets outside the registry still run under a stable, path-safe name.
 """
 
 from __future__ import annotations
@@ -27,7 +26,8 @@ class Variant:
     tiep: bool
     title: str  # how tables and reports name the variant's searched cell
     summary: str  # one line for --help
-    settings: tuple[str, ...] = ()
+    none_op: bool = False  # DARTS's eighth candidate op, `none` (arch.none_op)
+    second_order: bool = False  # DARTS's unrolled architecture step (arch_optim.order)
 
     @property
     def flags(self) -> dict[str, bool]:
@@ -37,9 +37,30 @@ class Variant:
     def derive_method(self) -> str:
         return method_for(self.transition, self.tiep)
 
+    @property
+    def setting(self) -> str:
+        """The search setting in words, for tables: '1st order, 7 ops' or '2nd order, 8 ops (none)'."""
+        return describe_setting(self.second_order, self.none_op)
+
     def overrides(self) -> list[str]:
-        """The `--set` items that select this variant in a search config."""
-        return [f"arch.{k}={str(v).lower()}" for k, v in self.flags.items()] + list(self.settings)
+        """The `--set` items that select this variant in a search config (its settings only where
+        it fixes them, so that a user's `--set arch_optim.order=...` still applies to the others)."""
+        out = [f"arch.{k}={str(v).lower()}" for k, v in self.flags.items()]
+        if self.none_op:
+            out.append("arch.none_op=true")
+        if self.second_order:
+            out.append("arch_optim.order=second")
+        return out
+
+    def matches(self, cfg: dict) -> bool:
+        """Whether a search config runs exactly this variant."""
+        arch = cfg["arch"]
+        return ({k: arch[k] for k in self.flags} == self.flags and arch["none_op"] == self.none_op
+                and (cfg["arch_optim"]["order"] == "second") == self.second_order)
+
+
+def describe_setting(second_order: bool, none_op: bool) -> str:
+    return f"{'2nd' if second_order else '1st'} order, {8 if none_op else 7} ops" + (" (none)" if none_op else "")
 
 
 VARIANTS: dict[str, Variant] = {v.name: v for v in (
@@ -51,6 +72,8 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
             "Gumbel outer edges, transition inner edges, DARTS top-2"),
     Variant("itnas", True, True, True, "ITNAS (our search)",
             "Gumbel outer edges, transition inner edges, TIEP"),
+    Variant("darts_2nd", False, False, False, "DARTS, 2nd order with none (our search)",
+            "DARTS in its own setting: softmax, 8 ops with none, second order", none_op=True, second_order=True),
 )}
 NAMES = tuple(VARIANTS)
 
@@ -67,8 +90,19 @@ def method_for(transition: bool, tiep: bool) -> str:
     return "tiep" if (transition and tiep) else "darts"
 
 
+def variant_of(cfg: dict) -> str:
+    """The registered variant a search config runs: the one it matches exactly, else the one of
+    its three flags (its other settings then differ, which metrics.json records), else a stable,
+    path-safe name of the flags."""
+    for variant in VARIANTS.values():
+        if variant.matches(cfg):
+            return variant.name
+    return name_for(cfg["arch"]["gumbel"], cfg["arch"]["transition"], cfg["arch"]["tiep"])
+
+
 def name_for(gumbel: bool, transition: bool, tiep: bool) -> str:
-    """The registered name of a flag set, or a stable, path-safe one for other combinations."""
+    """The registered name of a flag set (the first, plain-setting variant that has it), or a
+    stable, path-safe one for other combinations."""
     flags = {"gumbel": gumbel, "transition": transition, "tiep": tiep}
     for variant in VARIANTS.values():
         if variant.flags == flags:

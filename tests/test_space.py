@@ -51,3 +51,45 @@ def test_bad_genotypes_are_refused_with_one_line(obj, message):
     with pytest.raises(UserError) as err:
         from_json(obj, "g.json")
     assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_sampled_cells_are_valid_and_uniform_over_inputs_and_operations():
+    """The random baseline's law (docs/method.md): node j's two inputs are a uniform pair of
+    0..j-1, every kept edge's op is uniform over the 7, and the normal and reduction cells are
+    drawn independently. Counts over 3000 cells, within 4.5 standard deviations."""
+    import itertools
+    import math
+    from collections import Counter
+
+    from itnas.space import PRIMITIVES, genotype_from_json, sample_genotype
+
+    n = 3000
+    cells = [sample_genotype(seed) for seed in range(n)]
+    ops, pairs, same_first = Counter(), {j: Counter() for j in range(2, 6)}, 0
+    for g in cells:
+        assert genotype_from_json(g.to_json()) == g  # valid
+        same_first += g.normal[0][0] == g.reduce[0][0]
+        for cell in (g.normal, g.reduce):
+            ops.update(op for op, _ in cell)
+            for j in range(2, 6):
+                pairs[j][tuple(i for _, i in cell[2 * (j - 2):2 * (j - 1)])] += 1
+
+    def uniform(counter, outcomes, trials):
+        p = 1 / len(outcomes)
+        sd = math.sqrt(trials * p * (1 - p))
+        return set(counter) == set(outcomes) and all(abs(counter[o] - trials * p) <= 4.5 * sd for o in outcomes)
+
+    assert uniform(ops, PRIMITIVES, 2 * 8 * n)
+    for j in range(2, 6):
+        assert uniform(pairs[j], list(itertools.combinations(range(j), 2)), 2 * n), (j, pairs[j])
+    assert abs(same_first - n / 7) < 4.5 * math.sqrt(n / 7 * 6 / 7)  # independent cells
+    assert sample_genotype(5) == sample_genotype(5) and sample_genotype(5) != sample_genotype(6)
+
+
+def test_sample_cli_writes_a_named_genotype(tmp_path, capsys):
+    from itnas.cli import main
+    from itnas.space import load_genotype, sample_genotype
+
+    assert main(["sample", "--seed", "7", "--out", str(tmp_path / "g.json")]) == 0
+    assert load_genotype(tmp_path / "g.json") == sample_genotype(7)
+    assert json.loads((tmp_path / "g.json").read_text())["name"] == "random7"

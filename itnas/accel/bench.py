@@ -188,7 +188,9 @@ def search_config(variant: str, layers: int, init_channels: int, batch: int, dev
     Validated with jsonschema where it is installed; the bench also runs on a machine that has
     only torch, numpy and yaml (a lent GPU)."""
     cfg = config.defaults("search")
-    cfg["arch"].update(variants.get(variant).flags)
+    v = variants.get(variant)
+    cfg["arch"].update(v.flags, none_op=v.none_op)
+    cfg["arch_optim"]["order"] = "second" if v.second_order else "first"
     cfg["model"].update(layers=layers, init_channels=init_channels)
     cfg["data"]["batch_size"] = batch
     cfg["runtime"].update(device=device, amp=amp, channels_last=channels_last, compile=compile,

@@ -22,7 +22,7 @@ from itnas.accel.kernels import _swap, is_channels_last
 from itnas.accel.streams import run_branches
 from itnas.ops import DilConv, FactorizedReduce, Identity, SepConv
 from itnas.search.supernet import MixedOp, SearchCell
-from itnas.space import POOLING, PRIMITIVES
+from itnas.space import POOLING
 
 
 class SharedInput:
@@ -60,11 +60,11 @@ def after_relu(op: nn.Module) -> Callable[[torch.Tensor], torch.Tensor] | None:
 
 
 def branches(edge: MixedOp, inp: SharedInput) -> list[Callable[[], torch.Tensor]]:
-    """The seven op outputs o_k(x) of an edge, in primitive order, as callables. What they share
+    """The op outputs o_k(x) of an edge, in the order of its candidates, as callables. What they share
     with the other edges leaving `inp` (its ReLU and poolings) is computed here, before any of
     them runs, so they may run in any order, or side by side on CUDA streams."""
     out: list[Callable[[], torch.Tensor]] = []
-    for name, op in zip(PRIMITIVES, edge.ops):
+    for name, op in zip(edge.primitives, edge.ops):
         if name in POOLING:  # Sequential(pool, BN)
             out.append(partial(op[1], inp.pooled(name, op[0])))
         elif isinstance(op, Identity):

@@ -1,5 +1,6 @@
-"""`itnas search` (run or resume one architecture search) and `itnas derive` (a genotype from an
-arch-state file): the commands of the search stage (SPEC section 6)."""
+"""`itnas search` (run or resume one architecture search), `itnas derive` (a genotype from an
+arch-state file) and `itnas sample` (a random cell of the search space, the baseline every
+searched cell is compared with): the commands that make genotypes (SPEC section 6)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import json
 from itnas import variants
 from itnas.cli.common import HelpFormatter, add_config_args
 from itnas.gpu_lease import lease_for
+from itnas.space import sample_genotype, save_genotype
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,10 +22,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "(derived with the variant's method: TIEP for itnas, the DARTS rule otherwise),\n"
                     "metrics.json, history.json (one record per epoch) and checkpoint.pt.\n"
                     "Run the same command again after an interruption and it resumes.\n\n"
-                    "Variants (Table 2 of the paper):\n" + variants.help_text())
+                    "Variants (the paper's Table 2, and DARTS in its own setting):\n" + variants.help_text())
     add_config_args(p)
     p.add_argument("--variant", choices=variants.NAMES,
-                   help="sets the config flags arch.gumbel/transition/tiep; default: the config's flags")
+                   help="sets the config flags arch.gumbel/transition/tiep (and, for darts_2nd, arch.none_op "
+                        "and arch_optim.order); default: the config's")
     p.add_argument("--seed", type=int, required=True, help="seeds the split, the weights and the noise")
     p.add_argument("--out", required=True, metavar="DIR", help="run folder (created; resumed if it holds this run)")
     p.add_argument("--dataset", help="dataset to search on (overrides the config's `dataset`)")
@@ -45,6 +48,18 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "search recorded in the arch state (its derive.tau), else 1")
     d.add_argument("--out", required=True, metavar="FILE", help="genotype JSON to write (atomically)")
     d.set_defaults(func=run_derive)
+
+    r = sub.add_parser(
+        "sample", formatter_class=HelpFormatter,
+        help="draw a random cell of the search space (the random baseline)",
+        description="Write a genotype drawn uniformly from the search space: each intermediate node\n"
+                    "takes 2 distinct inputs among its predecessors and each of those edges one of\n"
+                    "the 7 operations, uniformly; normal and reduction cell independently. The same\n"
+                    "seed gives the same cell on any machine. The workflow trains such cells under\n"
+                    "the searched cells' protocol (`evaluate.BENCHMARK.random: N`).")
+    r.add_argument("--seed", type=int, required=True, help="which random cell (0, 1, ...)")
+    r.add_argument("--out", required=True, metavar="FILE", help="genotype JSON to write (atomically)")
+    r.set_defaults(func=run_sample)
 
 
 def load_search_config(args: argparse.Namespace) -> dict:
@@ -77,11 +92,17 @@ def run_search(args: argparse.Namespace) -> int:
 def run_derive(args: argparse.Namespace) -> int:
     from itnas.formats import load_arch_state
     from itnas.search.derive import derive
-    from itnas.space import save_genotype
 
     state = load_arch_state(args.arch_state)
     tau = args.tau if args.tau is not None else state.get("derive_tau", 1.0)
     genotype = derive(state, args.method, tau)
     save_genotype(args.out, genotype)
+    print(json.dumps(genotype.to_json()))
+    return 0
+
+
+def run_sample(args: argparse.Namespace) -> int:
+    genotype = sample_genotype(args.seed)
+    save_genotype(args.out, genotype, name=f"random{args.seed}", source=f"itnas sample --seed {args.seed}")
     print(json.dumps(genotype.to_json()))
     return 0

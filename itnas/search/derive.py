@@ -13,11 +13,14 @@ float64 on the CPU, so a file written by hand derives exactly as one written by 
   is recomputed from the kept (one-hot) predecessor edges of node i only, with beta renormalised
   over the kept ones (Eq. 15); the two strongest edges into j are kept and made one-hot.
 - Ties (equal strengths or equal op weights) go to the lower index, so results are stable.
+- DARTS's `none` op, in a state searched with it (`arch.none_op`), is never chosen: an edge's
+  strength and its op are the max and argmax over the other ops, as DARTS derives.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 
@@ -26,6 +29,7 @@ from itnas.search.policies import eq11, transition_weights
 from itnas.space import (
     ALL_EDGES,
     CONCAT,
+    NONE,
     OUTER_EDGES,
     PRIMITIVES,
     TRIPLES,
@@ -48,15 +52,27 @@ def _matrix(cell: dict, m: int, i: int, j: int) -> torch.Tensor:
     return torch.tensor(cell["transition"][triple_key(m, i, j)], dtype=torch.float64)
 
 
-def _one_hot(z: torch.Tensor) -> torch.Tensor:
+def _candidates(z: torch.Tensor, primitives: Sequence[str]) -> torch.Tensor:
+    """z with `none` out of the running (it can never be the max)."""
+    if NONE not in primitives:
+        return z
+    return z.masked_fill(torch.tensor([p == NONE for p in primitives]), float("-inf"))
+
+
+def _one_hot(z: torch.Tensor, primitives: Sequence[str]) -> torch.Tensor:
     out = torch.zeros_like(z)
-    out[_argmax(z)] = 1.0
+    out[_argmax(z, primitives)] = 1.0
     return out
 
 
-def _argmax(z: torch.Tensor) -> int:
+def _argmax(z: torch.Tensor, primitives: Sequence[str]) -> int:
     # torch.argmax's tie-breaking is unspecified on some backends; take the first maximum.
+    z = _candidates(z, primitives)
     return int((z == z.max()).nonzero()[0, 0])
+
+
+def _strength(z: torch.Tensor, primitives: Sequence[str]) -> float:
+    return float(_candidates(z, primitives).max())
 
 
 def soft_weights(cell: dict, tau: float = 1.0) -> dict[Edge, torch.Tensor]:
@@ -71,30 +87,31 @@ def soft_weights(cell: dict, tau: float = 1.0) -> dict[Edge, torch.Tensor]:
     return {e: z[n] for n, e in enumerate(ALL_EDGES)}
 
 
-def _top2(z: dict[Edge, torch.Tensor], j: int) -> list[Edge]:
+def _top2(z: dict[Edge, torch.Tensor], j: int, primitives: Sequence[str]) -> list[Edge]:
     incoming = [(i, j) for i in range(j)]
     # Sort by strength descending; Python's sort is stable, so ties keep the lower i first.
-    ranked = sorted(incoming, key=lambda e: -float(z[e].max()))
+    ranked = sorted(incoming, key=lambda e: -_strength(z[e], primitives))
     return sorted(ranked[:2])
 
 
-def _pairs(z: dict[Edge, torch.Tensor], kept: dict[int, list[Edge]]) -> tuple[tuple[str, int], ...]:
-    return tuple((PRIMITIVES[_argmax(z[e])], e[0]) for j in range(2, 6) for e in kept[j])
+def _pairs(z: dict[Edge, torch.Tensor], kept: dict[int, list[Edge]],
+           primitives: Sequence[str]) -> tuple[tuple[str, int], ...]:
+    return tuple((primitives[_argmax(z[e], primitives)], e[0]) for j in range(2, 6) for e in kept[j])
 
 
-def darts_cell(cell: dict, tau: float = 1.0) -> tuple[tuple[str, int], ...]:
+def darts_cell(cell: dict, tau: float = 1.0, primitives: Sequence[str] = PRIMITIVES) -> tuple[tuple[str, int], ...]:
     z = soft_weights(cell, tau)
-    return _pairs(z, {j: _top2(z, j) for j in range(2, 6)})
+    return _pairs(z, {j: _top2(z, j, primitives) for j in range(2, 6)}, primitives)
 
 
-def tiep_cell(cell: dict, tau: float = 1.0) -> tuple[tuple[str, int], ...]:
+def tiep_cell(cell: dict, tau: float = 1.0, primitives: Sequence[str] = PRIMITIVES) -> tuple[tuple[str, int], ...]:
     if "transition" not in cell:
         raise UserError("TIEP needs transition matrices and attention in the arch state "
                         "(search with transition: true), or use --method darts")
     z = _outer(cell, OUTER_EDGES, tau)
     kept: dict[int, list[Edge]] = {2: [(0, 2), (1, 2)]}
     for e in kept[2]:
-        z[e] = _one_hot(z[e])
+        z[e] = _one_hot(z[e], primitives)
     for j in range(3, 6):
         for i in range(2, j):
             preds = [m for m, _ in kept[i]]  # (m, i) edges kept into node i: already one-hot
@@ -105,10 +122,10 @@ def tiep_cell(cell: dict, tau: float = 1.0) -> tuple[tuple[str, int], ...]:
                                 "sums to 0; cannot renormalise (Eq. 15)")
             z[(i, j)] = eq11([z[(m, i)] for m in preds], [b / total for b in beta],
                              [_matrix(cell, m, i, j) for m in preds])
-        kept[j] = _top2(z, j)
+        kept[j] = _top2(z, j, primitives)
         for e in kept[j]:
-            z[e] = _one_hot(z[e])  # its argmax, hence the op chosen, is unchanged
-    return _pairs(z, kept)
+            z[e] = _one_hot(z[e], primitives)  # its argmax, hence the op chosen, is unchanged
+    return _pairs(z, kept, primitives)
 
 
 def derive(state: dict, method: str, tau: float = 1.0) -> Genotype:
@@ -119,8 +136,9 @@ def derive(state: dict, method: str, tau: float = 1.0) -> Genotype:
     if not (tau > 0 and math.isfinite(tau)):
         raise UserError(f"--tau {tau}: the derivation temperature must be a finite number > 0")
     rule = tiep_cell if method == "tiep" else darts_cell
-    return Genotype(normal=rule(state["normal"], tau), normal_concat=CONCAT,
-                    reduce=rule(state["reduce"], tau), reduce_concat=CONCAT)
+    primitives = state["primitives"]
+    return Genotype(normal=rule(state["normal"], tau, primitives), normal_concat=CONCAT,
+                    reduce=rule(state["reduce"], tau, primitives), reduce_concat=CONCAT)
 
 
 def derive_tau(cfg: dict) -> float:

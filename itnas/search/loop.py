@@ -41,8 +41,8 @@ from itnas.search.batches import SearchBatches, search_batches
 from itnas.search.derive import derive, derive_tau, stability
 from itnas.search.policies import ArchPolicy, arch_param_count, build_policy, entropy, temperature
 from itnas.search.supernet import SearchNetwork
-from itnas.space import PRIMITIVES, Genotype, save_genotype
-from itnas.variants import method_for, name_for
+from itnas.space import Genotype, save_genotype, search_primitives
+from itnas.variants import method_for, variant_of
 
 log = logging.getLogger(__name__)
 
@@ -97,11 +97,12 @@ class Searcher:
         """`rt`: the config's runtime block resolved (`search_runtime`), if not given."""
         rt = rt or search_runtime(cfg)
         self.cfg, self.rt = cfg, rt
-        m, o = cfg["model"], cfg["optim"]
-        self.variant = name_for(**cfg["arch"])
+        m, o, a = cfg["model"], cfg["optim"], cfg["arch"]
+        self.variant = variant_of(cfg)
+        self.primitives = search_primitives(a["none_op"])
         self.net = SearchNetwork(num_classes, m["layers"], m["init_channels"], m["stem_multiplier"],
-                                 in_channels=in_channels).to(rt.device)
-        self.policy: ArchPolicy = build_policy(cfg["arch"]["gumbel"], cfg["arch"]["transition"]).to(rt.device)
+                                 in_channels=in_channels, primitives=self.primitives).to(rt.device)
+        self.policy: ArchPolicy = build_policy(a["gumbel"], a["transition"], len(self.primitives)).to(rt.device)
         self.weights = list(self.net.parameters())
         self.w_opt = torch.optim.SGD(self.weights, lr=o["lr"], momentum=o["momentum"], weight_decay=o["weight_decay"])
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.w_opt, T_max=cfg["epochs"],
@@ -203,7 +204,7 @@ class Searcher:
 
     def arch_state(self) -> dict:
         """The architecture as a file (formats.py), with the temperature to derive it at."""
-        return {"format": ARCH_STATE_FORMAT, "primitives": list(PRIMITIVES), "variant": self.variant,
+        return {"format": ARCH_STATE_FORMAT, "primitives": list(self.primitives), "variant": self.variant,
                 "derive_tau": derive_tau(self.cfg), **self.policy.arch_state()}
 
     @property
@@ -305,6 +306,7 @@ def final_metrics(cfg: dict, seed: int, run: Run, searcher: Searcher, data: Sear
     gpus = 1 if device.type == "cuda" else 0
     return {
         "stage": "search", "variant": searcher.variant, "flags": dict(cfg["arch"]),
+        "arch_order": cfg["arch_optim"]["order"], "ops": len(searcher.primitives),
         "method": searcher.method, "derive_tau": derive_tau(cfg),
         "genotype_stability": searcher.genotype_stability(genotype),
         "seed": seed, "dataset": data.spec.name, "benchmark": data.spec.benchmark,

@@ -134,11 +134,11 @@ class ArchPolicy(nn.Module):
 class IndependentPolicy(ArchPolicy):
     """Independent per-edge logits alpha over `edges`, mapped through softmax or Gumbel."""
 
-    def __init__(self, edges: list[tuple[int, int]] = ALL_EDGES, gumbel: bool = False):
+    def __init__(self, edges: list[tuple[int, int]] = ALL_EDGES, gumbel: bool = False, k: int = K):
         super().__init__()
         self.edges = list(edges)
         self.gumbel = gumbel
-        self.alpha = nn.ParameterDict({cell: _logits(len(self.edges), K) for cell in CELL_TYPES})
+        self.alpha = nn.ParameterDict({cell: _logits(len(self.edges), k) for cell in CELL_TYPES})
         self.held_noise: dict[str, torch.Tensor] | None = None  # see ArchPolicy.one_draw
 
     def edge_weights(self, cell: str) -> torch.Tensor:
@@ -174,22 +174,22 @@ class IndependentPolicy(ArchPolicy):
 
 
 class SoftmaxPolicy(IndependentPolicy):
-    def __init__(self) -> None:
-        super().__init__(ALL_EDGES, gumbel=False)
+    def __init__(self, k: int = K) -> None:
+        super().__init__(ALL_EDGES, gumbel=False, k=k)
 
 
 class GumbelPolicy(IndependentPolicy):
-    def __init__(self) -> None:
-        super().__init__(ALL_EDGES, gumbel=True)
+    def __init__(self, k: int = K) -> None:
+        super().__init__(ALL_EDGES, gumbel=True, k=k)
 
 
 class TransitionPolicy(ArchPolicy):
     """Outer edges: softmax or annealed Gumbel over alpha; inner edges: Eq. 11."""
 
-    def __init__(self, gumbel: bool = True):
+    def __init__(self, gumbel: bool = True, k: int = K):
         super().__init__()
-        self.outer = IndependentPolicy(OUTER_EDGES, gumbel=gumbel)
-        self.trans_logits = nn.ParameterDict({c: _logits(len(TRIPLES), K, K) for c in CELL_TYPES})
+        self.outer = IndependentPolicy(OUTER_EDGES, gumbel=gumbel, k=k)
+        self.trans_logits = nn.ParameterDict({c: _logits(len(TRIPLES), k, k) for c in CELL_TYPES})
         self.beta_logits = nn.ParameterDict({c: _logits(len(TRIPLES)) for c in CELL_TYPES})
 
     def set_temperature(self, tau: float) -> None:
@@ -228,10 +228,11 @@ class TransitionPolicy(ArchPolicy):
                 self.beta_logits[cell].copy_(beta.clamp_min(1e-30).log())
 
 
-def build_policy(gumbel: bool, transition: bool) -> ArchPolicy:
+def build_policy(gumbel: bool, transition: bool, k: int = K) -> ArchPolicy:
+    """The policy of a flag set over `k` candidate ops (8 with DARTS's `none`)."""
     if transition:
-        return TransitionPolicy(gumbel=gumbel)
-    return GumbelPolicy() if gumbel else SoftmaxPolicy()
+        return TransitionPolicy(gumbel=gumbel, k=k)
+    return GumbelPolicy(k) if gumbel else SoftmaxPolicy(k)
 
 
 def arch_param_count(policy: ArchPolicy) -> int:

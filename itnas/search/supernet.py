@@ -16,13 +16,14 @@ from itnas.space import ALL_EDGES, POOLING, PRIMITIVES, cell_plan
 
 
 class MixedOp(nn.Module):
-    """sum_k Z_k o_k(x) over the seven primitives; each pooling is followed by a non-affine BN
-    (DARTS)."""
+    """sum_k Z_k o_k(x) over the candidate ops (the seven primitives, or DARTS's eight with
+    `none`); each pooling is followed by a non-affine BN (DARTS)."""
 
-    def __init__(self, channels: int, stride: int):
+    def __init__(self, channels: int, stride: int, primitives: tuple[str, ...] = PRIMITIVES):
         super().__init__()
+        self.primitives = tuple(primitives)
         ops = []
-        for name in PRIMITIVES:
+        for name in self.primitives:
             op = make_op(name, channels, stride, affine=False)
             if name in POOLING:
                 op = nn.Sequential(op, nn.BatchNorm2d(channels, affine=False))
@@ -37,12 +38,14 @@ class MixedOp(nn.Module):
 
 
 class SearchCell(nn.Module):
-    def __init__(self, c_prev_prev: int, c_prev: int, channels: int, reduction: bool, reduction_prev: bool):
+    def __init__(self, c_prev_prev: int, c_prev: int, channels: int, reduction: bool, reduction_prev: bool,
+                 primitives: tuple[str, ...] = PRIMITIVES):
         super().__init__()
         self.reduction = reduction
         self.pre0, self.pre1 = preprocess(c_prev_prev, c_prev, channels, reduction_prev, affine=False)
         # Edges from the two inputs stride in a reduction cell; inner edges never do.
-        self.edges = nn.ModuleList(MixedOp(channels, 2 if reduction and i < 2 else 1) for i, _ in ALL_EDGES)
+        self.edges = nn.ModuleList(MixedOp(channels, 2 if reduction and i < 2 else 1, primitives)
+                                   for i, _ in ALL_EDGES)
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """`weights`: [14, K], one row per edge in ALL_EDGES order (node by node)."""
@@ -62,7 +65,7 @@ class SearchNetwork(nn.Module):
     """Stem (3 -> stem_multiplier * C), `layers` cells, global pooling, linear classifier."""
 
     def __init__(self, num_classes: int, layers: int = 8, init_channels: int = 16,
-                 stem_multiplier: int = 3, in_channels: int = 3):
+                 stem_multiplier: int = 3, in_channels: int = 3, primitives: tuple[str, ...] = PRIMITIVES):
         super().__init__()
         if layers < 3:
             raise ValueError(f"layers must be >= 3 (two reduction cells and a normal one), got {layers}")
@@ -72,7 +75,7 @@ class SearchNetwork(nn.Module):
         c_pp, c_p = c_stem, c_stem
         self.cells = nn.ModuleList()
         for c_cur, reduction, reduction_prev in cell_plan(layers, c):
-            self.cells.append(SearchCell(c_pp, c_p, c_cur, reduction, reduction_prev))
+            self.cells.append(SearchCell(c_pp, c_p, c_cur, reduction, reduction_prev, primitives))
             c_pp, c_p = c_p, 4 * c_cur
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(c_p, num_classes)

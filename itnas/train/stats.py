@@ -15,7 +15,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from itnas.data.registry import get_spec
 from itnas.search.policies import arch_param_count, build_policy
 from itnas.search.supernet import SearchNetwork
-from itnas.space import Genotype
+from itnas.space import Genotype, search_primitives
 from itnas.train.networks import PROTOCOL_DEFAULTS, build_network, count_params
 from itnas.variants import Variant
 
@@ -57,6 +57,8 @@ def supernet_stats(variant: Variant, dataset: str, layers: int | None = None,
                    init_channels: int | None = None) -> dict[str, int]:
     """Weight and architecture-parameter counts of the search supernet (`itnas stats --supernet`)."""
     spec = get_spec(dataset)
-    net = SearchNetwork(spec.num_classes, layers or 8, init_channels or 16, in_channels=spec.channels)
-    policy = build_policy(variant.gumbel, variant.transition)
+    primitives = search_primitives(variant.none_op)
+    net = SearchNetwork(spec.num_classes, layers or 8, init_channels or 16, in_channels=spec.channels,
+                        primitives=primitives)
+    policy = build_policy(variant.gumbel, variant.transition, len(primitives))
     return {"weights": sum(p.numel() for p in net.parameters()), "arch_params": arch_param_count(policy)}

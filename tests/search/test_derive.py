@@ -226,3 +226,23 @@ def test_the_stability_report_counts_edges_and_ops_that_change_across_temperatur
     changed_edge = make_genotype([("sep_conv_3x3", 0), ("sep_conv_3x3", 0), *v2.normal[2:]], v2.reduce)
     assert differences(v2, changed_op) == {"edges": 0, "ops": 1}
     assert differences(v2, changed_edge)["edges"] == 1
+
+
+def test_darts_none_op_is_never_chosen_even_where_it_is_strongest():
+    """A state searched with DARTS's `none` (8 ops, `none` first): on every edge `none` holds the
+    most weight, yet each kept edge takes its best real op and the edges rank by their real ops."""
+    k = K + 1
+    alpha = {}
+    for n, (i, j) in enumerate(ALL_EDGES):
+        row = [5.0] + [0.0] * K  # none dominates
+        row[1 + (n % K)] = 1.0 + 0.1 * i  # the best real op; later inputs a little stronger
+        alpha[edge_key(i, j)] = row
+    cell = {"alpha": alpha}
+    state = validate_arch_state({"format": "itnas-arch-state/1", "primitives": ["none", *PRIMITIVES],
+                                 "normal": cell, "reduce": cell}, "test")
+    genotype = derive(state, "darts")
+    assert all(op != "none" for op, _ in genotype.normal + genotype.reduce)
+    # node 5 ranks by the real ops' weights: inputs 3 and 4 are the strongest
+    assert sorted(i for _, i in genotype.normal[6:]) == [3, 4]
+    assert genotype.normal[0][0] == PRIMITIVES[ALL_EDGES.index((0, 2)) % K]
+    assert len(alpha[edge_key(0, 2)]) == k

@@ -20,7 +20,7 @@ def _search(out, overrides, variant="itnas", seed=0, extra=()):
     return main(args + list(extra))
 
 
-@pytest.mark.parametrize("variant", ["itnas", "darts"])
+@pytest.mark.parametrize("variant", ["itnas", "darts", "darts_2nd"])
 def test_search_leaves_the_contracted_files(tmp_path, tiny_search_overrides, variant):
     assert _search(tmp_path / "run", tiny_search_overrides, variant) == 0
     run = tmp_path / "run"
@@ -33,6 +33,11 @@ def test_search_leaves_the_contracted_files(tmp_path, tiny_search_overrides, var
         assert metrics[key] is not None, key
     assert metrics["standin"] is True and metrics["epochs"] == 2
     assert metrics["method"] == ("tiep" if variant == "itnas" else "darts")
+    assert metrics["variant"] == variant
+    none_op = variant == "darts_2nd"  # DARTS in its own setting: 8 ops with `none`, second order
+    assert (state["primitives"][0] == "none") is none_op and metrics["ops"] == (8 if none_op else 7)
+    assert metrics["arch_order"] == ("second" if none_op else "first")
+    assert all(op != "none" for op, _ in load_genotype(run / "genotype.json").normal)
     history = json.loads((run / "history.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2]
     assert history[0]["tau"] == 5.0 and history[1]["tau"] == pytest.approx(0.5)
