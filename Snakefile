@@ -29,6 +29,7 @@ wildcard_constraints:
     variant="|".join(VARIANTS),
     label=r"[A-Za-z][A-Za-z0-9_]*",
     seed=r"\d+",
+    cell=r"\d+",
 
 
 include: "workflow/rules/data.smk"

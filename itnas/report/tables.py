@@ -30,8 +30,14 @@ from typing import Any
 
 from itnas.errors import UserError
 from itnas.files import read_json, read_yaml, write_text
+from itnas.report.stats import difference_to_random
 from itnas.variants import NAMES as VARIANTS
 from itnas.variants import VARIANTS as REGISTRY
+from itnas.variants import describe_setting
+
+# Trainings of random cells (`itnas sample`), labelled random0, random1, ...: one table row.
+RANDOM_LABEL = re.compile(r"^random\d+$")
+RANDOM_NAME = "Random cells (same protocol)"
 
 STANDIN_NOTE = "STAND-IN DATA — not comparable to the paper"
 BENCHMARK_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "cinic10": "CINIC-10",
@@ -210,6 +216,13 @@ def fmt_diff(values: Sequence[float] | None, paper: float | None) -> str:
     return f"{statistics.fmean(values) - paper:+.2f}"
 
 
+def fmt_interval(diff: tuple[float, float, float] | None) -> str:
+    if diff is None:
+        return "—"
+    d, lo, hi = diff
+    return f"{d:+.2f} [{lo:+.2f}, {hi:+.2f}]"
+
+
 def _m(values: Sequence[float] | None, scale: float = 1e6) -> float | None:
     return statistics.fmean(values) / scale if values else None
 
@@ -293,7 +306,7 @@ class Table:
 _LATEX = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
           "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "\\": r"\textbackslash{}",
           "±": r"$\pm$", "—": "---", "–": "--", "Δ": r"$\Delta$", "✓": r"\checkmark{}",
-          "✗": r"$\times$", "→": r"$\to$", "×": r"$\times$"}
+          "✗": r"$\times$", "→": r"$\to$", "×": r"$\times$", "τ": r"$\tau$"}
 
 
 def latex_escape(text: str) -> str:
@@ -312,9 +325,57 @@ class Inputs:
         return self.train.get((self.roles.get(benchmark, benchmark), label))
 
     def labels_on(self, benchmark: str) -> list[str]:
+        """The labels trained on `benchmark`, searched variants first; random cells are one row
+        of their own (`random_cells`)."""
         dataset = self.roles.get(benchmark, benchmark)
-        labels = [label for (ds, label) in self.train if ds == dataset]
+        labels = [label for (ds, label) in self.train if ds == dataset and not RANDOM_LABEL.match(label)]
         return sorted(labels, key=_label_order)
+
+    def random_cells(self, benchmark: str) -> list[Group]:
+        dataset = self.roles.get(benchmark, benchmark)
+        return [g for (ds, label), g in sorted(self.train.items()) if ds == dataset and RANDOM_LABEL.match(label)]
+
+    def vs_random(self, benchmark: str, errors: Sequence[float] | None) -> tuple[float, float, float] | None:
+        """A row's test errors against the random cells': the difference of the means and its
+        95 % bootstrap interval (report/stats.py), or None without random cells."""
+        cells = self.random_cells(benchmark)
+        if not errors or not cells:
+            return None
+        return difference_to_random(errors, [g.values("test_top1_err") for g in cells])
+
+    def search_setting(self, variant: str) -> str:
+        """The setting a variant's searches ran in (order, candidate ops), from their metrics."""
+        group = self.search_group(variant)
+        runs = list(group.runs.values()) if group else []
+        settings = {describe_setting(r.metrics.get("arch_order") == "second", r.metrics.get("ops") == 8)
+                    for r in runs if "arch_order" in r.metrics}
+        if len(settings) == 1:
+            return settings.pop()
+        return "mixed" if settings else (REGISTRY[variant].setting if variant in REGISTRY else "—")
+
+    def searched_cells(self, variant: str) -> list[float]:
+        """Held-out error (%) of every cell the variant's searches found, from its selection
+        (each candidate trained briefly): how much the searches of one variant agree."""
+        group = self.search_group(variant)
+        selection = self.selections.get((group.dataset, variant)) if group else None
+        rows = (selection or {}).get("candidates", [])
+        return [float(r["valid_top1_err"]) for r in rows if isinstance(r.get("valid_top1_err"), (int, float))]
+
+    def tau_stability(self, variant: str) -> str:
+        """Mean over the variant's searches of the kept edges / ops that change when the cell is
+        derived at each stability temperature instead of its own (metrics.json)."""
+        group = self.search_group(variant)
+        reports = [r.metrics.get("genotype_stability") for r in group.runs.values()] if group else []
+        reports = [r for r in reports if isinstance(r, dict) and r]
+        if not reports:
+            return "—"
+        taus = sorted(reports[0], key=float)
+        parts = []
+        for tau in taus:
+            edges = statistics.fmean(r[tau]["edges"] for r in reports if tau in r)
+            ops = statistics.fmean(r[tau]["ops"] for r in reports if tau in r)
+            parts.append(f"{tau}: {edges:g}/{ops:g}")
+        return ", ".join(parts)
 
     def search_group(self, variant: str) -> Group | None:
         matches = [g for (ds, v), g in self.search.items() if v == variant]
@@ -365,13 +426,14 @@ def table1(inp: Inputs) -> Table:
     spec = inp.published["table1"]
     bench = spec.get("benchmark", "cifar10")
     headers = ["Architecture", "Source", "Error (%)", "Seeds", "Params (M)", "MACs (M)",
-               "Search cost (GPU-days)", "Paper error (%)", "Δ vs paper"]
+               "Search cost (GPU-days)", "Paper error (%)", "Δ vs paper", "Δ vs random (95% CI)"]
     fields = ["architecture", "source", "label", "dataset", "error_mean", "error_std", "n_seeds",
-              "seeds", "params_m", "macs_m", "search_gpu_days", "paper_row", "paper_error", "diff"]
+              "seeds", "params_m", "macs_m", "search_gpu_days", "paper_row", "paper_error", "diff",
+              "diff_random", "diff_random_low", "diff_random_high"]
     rows, csv_rows = [], []
     for row in spec["rows"]:
         rows.append([row["name"], _ref(row), fmt_num(row["error"]), "", fmt_num(row.get("params_m"), 1),
-                     "—", fmt_num(row.get("cost_gpu_days")), "", ""])
+                     "—", fmt_num(row.get("cost_gpu_days")), "", "", ""])
         csv_rows.append({"architecture": row["name"], "source": "paper", "error_mean": row["error"],
                          "params_m": row.get("params_m"), "search_gpu_days": row.get("cost_gpu_days")})
     groups = []
@@ -383,22 +445,35 @@ def table1(inp: Inputs) -> Table:
         cost = inp.search_cost_days(label)
         params, macs = g.optional("params"), g.optional("macs")
         mean, std = mean_std(err)
+        vs_random = inp.vs_random(bench, err)
         rows.append([display_name(label), "reproduced", fmt_pm(err), str(len(err)),
                      fmt_num(_m(params)), fmt_num(_m(macs), 1),
                      fmt_num(statistics.fmean(cost), 3) if cost else "—",
                      f"{paper['error']:.2f} ({paper['name']})" if paper else "—",
-                     fmt_diff(err, paper["error"] if paper else None)])
+                     fmt_diff(err, paper["error"] if paper else None), fmt_interval(vs_random)])
         csv_rows.append({"architecture": display_name(label), "source": "reproduced", "label": label,
                          "dataset": g.dataset, "error_mean": mean, "error_std": std, "n_seeds": len(err),
                          "seeds": " ".join(map(str, g.seeds)), "params_m": _m(params), "macs_m": _m(macs),
                          "search_gpu_days": statistics.fmean(cost) if cost else None,
                          "paper_row": paper["name"] if paper else None,
                          "paper_error": paper["error"] if paper else None,
-                         "diff": mean - paper["error"] if paper else None})
+                         "diff": mean - paper["error"] if paper else None, **_random_fields(vs_random)})
+    random_row = _random_row(inp, bench)
+    if random_row is not None:
+        cells, err, params, macs = random_row
+        groups.extend(cells)
+        mean, std = mean_std(err)
+        rows.append([RANDOM_NAME, "reproduced", fmt_pm(err), f"{len(cells)} × {len(cells[0].seeds)}",
+                     fmt_num(_m(params)), fmt_num(_m(macs), 1), "—", "—", "—", "—"])
+        csv_rows.append({"architecture": RANDOM_NAME, "source": "reproduced", "label": "random",
+                         "dataset": cells[0].dataset, "error_mean": mean, "error_std": std, "n_seeds": len(err),
+                         "seeds": " ".join(map(str, cells[0].seeds)), "params_m": _m(params), "macs_m": _m(macs)})
     standin = inp.standin(groups)
     notes = ["Reproduced rows: mean ± sample std of the test error over training seeds; search cost is "
              "the mean GPU-days of one search of that variant (selection and evaluation excluded).",
-             "Our `darts` variant searches first order by default, so it is compared with DARTS (1st)."]
+             "Our darts variant searches first order by default, so it is compared with DARTS (1st); "
+             "darts_2nd, DARTS in its own setting, with DARTS (2nd).",
+             RANDOM_NOTE]
     return Table("table1", _title(spec["title"], standin, inp.roles, [bench]), headers, rows, fields,
                  csv_rows, notes)
 
@@ -407,38 +482,96 @@ def table2(inp: Inputs) -> Table:
     spec = inp.published["table2"]
     bench = spec.get("benchmark", "cifar10")
     yes = {True: "✓", False: "✗"}
-    headers = ["Variant", "Gumbel", "Transition", "TIEP", "Paper error (%)", "Our error (%)",
-               "Seeds", "Δ vs paper", "Params (M)", "Search cost (GPU-days)", "Searches", "Selected seed"]
-    fields = ["variant", "gumbel", "transition", "tiep", "paper_error", "error_mean", "error_std",
-              "n_seeds", "diff", "params_m", "search_gpu_days", "n_searches", "selected_seed"]
+    headers = ["Variant", "Gumbel", "Transition", "TIEP", "Setting", "Paper error (%)", "Our error (%)",
+               "Seeds", "Δ vs paper", "Δ vs random (95% CI)", "Searched cells, held-out error (%)",
+               "Cell changes with τ (edges/ops)", "Params (M)", "Search cost (GPU-days)", "Searches",
+               "Selected seed"]
+    fields = ["variant", "gumbel", "transition", "tiep", "setting", "paper_error", "error_mean", "error_std",
+              "n_seeds", "diff", "diff_random", "diff_random_low", "diff_random_high", "searched_mean",
+              "searched_std", "searched_min", "searched_max", "n_searched", "tau_changes", "params_m",
+              "search_gpu_days", "n_searches", "selected_seed"]
     rows, csv_rows, groups = [], [], []
     for row in spec["rows"]:
         variant = row["variant"]
         g = inp.train_group(bench, variant)
-        groups.append(g)
         sg = inp.search_group(variant)
+        if row.get("optional") and g is None and sg is None:
+            continue  # a setting this run did not search (darts_2nd)
+        groups.append(g)
         err = g.values("test_top1_err") if g else None
         params = g.optional("params") if g else None
         cost = inp.search_cost_days(variant)
         sel = selected_seed(inp.selections.get((sg.dataset, variant))) if sg else ""
         mean, std = mean_std(err) if err else (None, None)
-        rows.append([f"{row['name']} (`{variant}`)", yes[row["gumbel"]], yes[row["transition"]],
-                     yes[row["tiep"]], fmt_num(row["error"]), fmt_pm(err) if err else "not run",
-                     str(len(err)) if err else "0", fmt_diff(err, row["error"]), fmt_num(_m(params)),
-                     fmt_num(statistics.fmean(cost), 3) if cost else "—",
+        vs_random = inp.vs_random(bench, err)
+        searched = inp.searched_cells(variant)
+        stability = inp.tau_stability(variant)
+        rows.append([f"{row['name']} ({variant})", yes[row["gumbel"]], yes[row["transition"]],
+                     yes[row["tiep"]], inp.search_setting(variant), fmt_num(row["error"]),
+                     fmt_pm(err) if err else "not run", str(len(err)) if err else "0",
+                     fmt_diff(err, row["error"]), fmt_interval(vs_random), fmt_spread(searched), stability,
+                     fmt_num(_m(params)), fmt_num(statistics.fmean(cost), 3) if cost else "—",
                      str(len(sg.runs)) if sg else "0", sel or "—"])
+        spread = mean_std(searched) if searched else (None, None)
         csv_rows.append({"variant": variant, "gumbel": row["gumbel"], "transition": row["transition"],
-                         "tiep": row["tiep"], "paper_error": row["error"], "error_mean": mean,
-                         "error_std": std, "n_seeds": len(err) if err else 0,
-                         "diff": mean - row["error"] if err else None, "params_m": _m(params),
+                         "tiep": row["tiep"], "setting": inp.search_setting(variant), "paper_error": row["error"],
+                         "error_mean": mean, "error_std": std, "n_seeds": len(err) if err else 0,
+                         "diff": mean - row["error"] if err else None, **_random_fields(vs_random),
+                         "searched_mean": spread[0], "searched_std": spread[1],
+                         "searched_min": min(searched) if searched else None,
+                         "searched_max": max(searched) if searched else None, "n_searched": len(searched),
+                         "tau_changes": None if stability == "—" else stability, "params_m": _m(params),
                          "search_gpu_days": statistics.fmean(cost) if cost else None,
                          "n_searches": len(sg.runs) if sg else 0, "selected_seed": sel or None})
-    notes = ["The DARTS row's paper number (2.76 %) is given in the text of section 4.1.2; the paper's "
-             "DARTS is second order, ours first order unless configured otherwise.",
-             "Each variant: the best of its searches (by `itnas select`) retrained over the seeds shown."]
+    random_row = _random_row(inp, bench)
+    if random_row is not None:
+        cells, err, params, _ = random_row
+        groups.extend(cells)
+        mean, std = mean_std(err)
+        rows.append([RANDOM_NAME, "—", "—", "—", "sampled (itnas sample)", "—", fmt_pm(err),
+                     f"{len(cells)} × {len(cells[0].seeds)}", "—", "—", "—", "—", fmt_num(_m(params)),
+                     "0", "0", "—"])
+        csv_rows.append({"variant": "random", "setting": "sampled", "error_mean": mean, "error_std": std,
+                         "n_seeds": len(err), "params_m": _m(params), "search_gpu_days": 0, "n_searches": 0})
+    notes = ["The DARTS rows' paper number (2.76 %) is given in the text of section 4.1.2 and is DARTS in "
+             "its own setting (second order, 8 ops with none): our darts variant is the ablation's base "
+             "(first order, 7 ops, as the other variants); darts_2nd, when searched, is DARTS's own setting.",
+             "Each variant: the best of its searches (by itnas select) retrained over the seeds shown. "
+             "Searched cells: held-out error of every searched cell after the selection's short training, "
+             "mean ± std (min–max, count). Cell changes with τ: mean over searches of the kept edges / ops "
+             "that change when the cell is derived at each temperature instead of its own.",
+             RANDOM_NOTE]
     standin = inp.standin(groups + [inp.search_group(v) for v in VARIANTS])
     return Table("table2", _title(spec["title"], standin, inp.roles, [bench]), headers, rows, fields,
                  csv_rows, notes)
+
+
+RANDOM_NOTE = ("Random cells (same protocol): cells drawn uniformly from the search space (itnas sample), "
+               "trained with the searched cells' recipe and seeds; their row is mean ± std over cells × seeds. "
+               "Δ vs random: a row's mean error minus the random cells', with a 95 % percentile bootstrap "
+               "interval (10,000 resamples: the row's seeds; the random cells, then each one's seeds).")
+
+
+def _random_row(inp: Inputs, bench: str):
+    """The random cells trained on `bench`: (groups, all errors, params per run, MACs per run)."""
+    cells = inp.random_cells(bench)
+    if not cells:
+        return None
+    err = [e for g in cells for e in g.values("test_top1_err")]
+    params = [v for g in cells for v in (g.optional("params") or [])] or None
+    macs = [v for g in cells for v in (g.optional("macs") or [])] or None
+    return cells, err, params, macs
+
+
+def _random_fields(diff: tuple[float, float, float] | None) -> dict[str, float | None]:
+    d, lo, hi = diff if diff is not None else (None, None, None)
+    return {"diff_random": d, "diff_random_low": lo, "diff_random_high": hi}
+
+
+def fmt_spread(values: Sequence[float]) -> str:
+    if not values:
+        return "—"
+    return f"{fmt_pm(values)} ({min(values):.2f}–{max(values):.2f}, {len(values)})"
 
 
 def table3(inp: Inputs) -> Table:

@@ -37,10 +37,11 @@ def _train(root: Path, dataset: str, label: str, seed: int, err: float, standin:
                    "standin": standin, "gpu_hours": 5.0})
 
 
-def _selection(root: Path, dataset: str, variant: str, winner_seed: int) -> str:
+def _selection(root: Path, dataset: str, variant: str, winner_seed: int, held_out=(9.0, 10.0)) -> str:
     path = root / "select" / dataset / variant / "selection.json"
+    candidates = [{"genotype": f"{variant} seed{k}", "valid_top1_err": e} for k, e in enumerate(held_out)]
     return _write(path, {"winner": {"genotype": f"results/derive/{dataset}/{variant}/seed{winner_seed}/genotype.json",
-                                    "accuracy": 90.0}})
+                                    "accuracy": 90.0}, "candidates": candidates})
 
 
 @pytest.fixture
@@ -74,7 +75,7 @@ def _by_name(table: tables.Table) -> dict[str, list[str]]:
 def test_every_published_row_of_the_paper_is_in_config():
     pub = tables.load_published(PUBLISHED)
     assert len(pub["table1"]["rows"]) == 18
-    assert len(pub["table2"]["rows"]) == 4
+    assert len(pub["table2"]["rows"]) == 5  # the ablation, and DARTS in its own setting (optional)
     assert len(pub["table3"]["rows"]) == 22
     assert len(pub["table4"]["rows"]) == 9
     itnas = {t: next(r for r in pub[t]["rows"] if r["name"] == "ITNAS") for t in ("table1", "table3", "table4")}
@@ -82,7 +83,7 @@ def test_every_published_row_of_the_paper_is_in_config():
     assert (itnas["table3"]["top1"], itnas["table3"]["top5"], itnas["table3"]["flops_m"]) == (24.04, 7.29, 627)
     assert (itnas["table4"]["cinic10"], itnas["table4"]["cifar100"], itnas["table4"]["svhn"]) == (6.72, 15.5, 1.78)
     ablation = {r["variant"]: r["error"] for r in pub["table2"]["rows"]}
-    assert ablation == {"darts": 2.76, "gumbel": 2.72, "gumbel_transition": 2.53, "itnas": 2.45}
+    assert ablation == {"darts": 2.76, "darts_2nd": 2.76, "gumbel": 2.72, "gumbel_transition": 2.53, "itnas": 2.45}
 
 
 def test_reproduced_rows_are_mean_and_sample_std_over_seeds_with_the_difference_to_the_paper(runs):
@@ -99,9 +100,9 @@ def test_reproduced_rows_are_mean_and_sample_std_over_seeds_with_the_difference_
     assert "STAND-IN" not in t1.title
 
     abl = {row[0]: row for row in t2.rows}
-    gumbel = abl["Gumbel only (`gumbel`)"]
-    assert gumbel[4] == "2.72" and gumbel[6] == "2" and gumbel[-1] == "1"
-    assert abl["DARTS (`darts`)"][4] == "2.76"
+    gumbel = abl["Gumbel only (gumbel)"]
+    assert gumbel[5] == "2.72" and gumbel[7] == "2" and gumbel[-1] == "1"
+    assert abl["DARTS (darts)"][5] == "2.76"
 
     imagenet = _by_name(t3)["ITNAS (our search)"]
     assert imagenet[2] == "24.50" and imagenet[4] == "1" and imagenet[-1] == "+0.46"
@@ -147,7 +148,7 @@ def test_variants_not_run_say_so_in_the_ablation(runs):
     train = [p for p in runs["train"] if "/gumbel/" not in p]
     search = [p for p in runs["search"] if "/gumbel/" not in p]
     t2 = tables.build(PUBLISHED, search, train, [], tables=["table2"])[0]
-    assert {row[0]: row for row in t2.rows}["Gumbel only (`gumbel`)"][5] == "not run"
+    assert {row[0]: row for row in t2.rows}["Gumbel only (gumbel)"][6] == "not run"
 
 
 def test_the_command_writes_markdown_csv_latex_and_html(runs, tmp_path):
@@ -190,3 +191,54 @@ def test_paths_outside_the_workflow_layout_are_refused(tmp_path):
 
 def test_latex_escapes_special_characters():
     assert tables.latex_escape("a_b & 5% ± —") == r"a\_b \& 5\% $\pm$ ---"
+
+
+RANDOM = {"random0": [3.5, 3.7], "random1": [3.3, 3.1]}
+
+
+@pytest.fixture
+def with_random(runs):
+    """Two random cells trained on CIFAR-10 with the same two seeds."""
+    for label, values in RANDOM.items():
+        for s, e in enumerate(values):
+            runs["train"].append(_train(runs["root"], "cifar10", label, s, e, standin=False))
+    return runs
+
+
+def test_random_cells_are_one_row_and_every_row_gets_its_difference_to_them(with_random, tmp_path):
+    from itnas.report.stats import difference_to_random
+
+    t1, t2 = tables.build(PUBLISHED, with_random["search"], with_random["train"], with_random["select"],
+                          tables=["table1", "table2"])
+    rows = _by_name(t1)
+    assert not any(name.startswith("random") for name in rows)
+    everything = [e for values in RANDOM.values() for e in values]
+    random_row = rows[tables.RANDOM_NAME]
+    assert random_row[2] == f"{statistics.fmean(everything):.2f} ± {statistics.stdev(everything):.2f}"
+    assert random_row[3] == "2 × 2"  # cells x seeds
+    diff, low, high = difference_to_random([2.4, 2.5], list(RANDOM.values()))
+    assert diff == pytest.approx(statistics.fmean([2.4, 2.5]) - statistics.fmean(everything))
+    assert low <= diff <= high < 0
+    assert rows["ITNAS (our search)"][-1] == f"{diff:+.2f} [{low:+.2f}, {high:+.2f}]"
+    abl = {row[0]: row for row in t2.rows}
+    assert abl["Gumbel + Transition + TIEP (ITNAS) (itnas)"][9] == rows["ITNAS (our search)"][-1]
+    assert tables.RANDOM_NAME in abl
+    # the searched cells' spread from the selection's candidates (9 and 10 % held-out error)
+    assert abl["Gumbel only (gumbel)"][10] == f"9.50 ± {statistics.stdev([9, 10]):.2f} (9.00–10.00, 2)"
+    out = tmp_path / "t"
+    tables.write([t1, t2], out)
+    itnas = next(r for r in csv.DictReader(open(out / "table1.csv").readlines()[1:]) if r["label"] == "itnas")
+    assert float(itnas["diff_random"]) == pytest.approx(diff) and float(itnas["diff_random_low"]) == pytest.approx(low)
+
+
+def test_the_bootstrap_interval_is_exact_without_spread_and_covers_zero_between_equals():
+    from itnas.report.stats import difference_to_random
+
+    assert difference_to_random([2.0, 2.0], [[3.0, 3.0], [3.0, 3.0]]) == (-1.0, -1.0, -1.0)
+    same = difference_to_random([1.0, 2.0, 3.0, 2.0], [[2.0, 1.0], [3.0, 2.0]])
+    assert same[0] == pytest.approx(0.0) and same[1] < 0 < same[2]
+    assert difference_to_random([1.0, 2.0], [[3.0, 5.0]]) == difference_to_random([1.0, 2.0], [[3.0, 5.0]])
+    # the random cells' spread between cells widens the interval (cells are resampled first)
+    narrow = difference_to_random([2.0, 2.1], [[3.0, 3.1], [3.0, 3.1]])
+    wide = difference_to_random([2.0, 2.1], [[2.0, 2.1], [4.0, 4.1]])
+    assert wide[2] - wide[1] > 5 * (narrow[2] - narrow[1])

@@ -13,7 +13,8 @@ PAPER_JOBS = {
     "search": 16,           # 4 variants x 4 seeds
     "derive": 16,
     "select": 4,            # one per variant
-    "train": 42,            # CIFAR-10 6 genotypes x 4 seeds + 3 datasets x 3 genotypes x 2 seeds
+    "sample": 4,            # random cells
+    "train": 58,            # CIFAR-10 (6 genotypes + 4 random) x 4 seeds + 3 datasets x 3 genotypes x 2 seeds
     "train_imagenet": 2,    # ITNAS and DARTS_V2, one seed
     "plot_cell": 4,
     "plot_search": 4,
@@ -21,8 +22,8 @@ PAPER_JOBS = {
     "all": 1,
 }
 SMOKE_JOBS = {
-    "data_fetch": 5, "search": 8, "derive": 8, "select": 4,
-    "train": 12 + 3 * 2,  # CIFAR-10 6 genotypes x 2 seeds; CIFAR-100, CINIC-10, SVHN ITNAS x 2 seeds
+    "data_fetch": 5, "search": 8, "derive": 8, "select": 4, "sample": 2,
+    "train": 16 + 3 * 2,  # CIFAR-10 (6 genotypes + 2 random) x 2 seeds; CIFAR-100, CINIC-10, SVHN ITNAS x 2 seeds
     "train_imagenet": 2, "plot_cell": 4, "plot_search": 4, "tables": 1, "all": 1,
 }
 

@@ -36,24 +36,28 @@ def test_every_table_is_written_in_every_format_and_says_stand_in(smoke_run):
 def test_table1_holds_every_cifar10_genotype_over_two_seeds(smoke_run):
     _, rows = _csv(smoke_run.results / "tables" / "table1.csv")
     ours = {r["label"]: r for r in rows if r["source"] == "reproduced"}
-    assert set(ours) == set(VARIANTS) | {"DARTS_V1", "DARTS_V2"}
+    assert set(ours) == set(VARIANTS) | {"DARTS_V1", "DARTS_V2", "random"}  # 2 random cells: one row
     for label, row in ours.items():
-        assert row["n_seeds"] == "2" and row["seeds"] == "0 1", label
+        assert row["n_seeds"] == ("4" if label == "random" else "2") and row["seeds"] == "0 1", label
         assert row["dataset"] == "synthetic-cifar10"
         assert 0 <= float(row["error_mean"]) <= 100 and float(row["params_m"]) > 0
         assert float(row["macs_m"]) > 0
     assert ours["itnas"]["paper_error"] == "2.45" and ours["DARTS_V2"]["paper_row"] == "DARTS (2nd)"
     assert ours["itnas"]["search_gpu_days"] != ""
+    assert ours["random"]["n_seeds"] == "4" and ours["random"]["diff_random"] == ""  # 2 cells x 2 seeds
+    assert all(ours[v]["diff_random"] != "" for v in VARIANTS)
     assert len([r for r in rows if r["source"] == "paper"]) == 18
 
 
 def test_table2_is_the_ablation_over_the_four_variants(smoke_run):
     _, rows = _csv(smoke_run.results / "tables" / "table2.csv")
-    assert [r["variant"] for r in rows] == VARIANTS
+    assert [r["variant"] for r in rows] == [*VARIANTS, "random"]  # darts_2nd not searched: no row
+    rows = rows[:-1]
     assert [r["paper_error"] for r in rows] == ["2.76", "2.72", "2.53", "2.45"]
     for row in rows:
-        assert row["n_seeds"] == "2" and row["n_searches"] == "2"
-        assert row["selected_seed"] in ("0", "1")
+        assert row["n_seeds"] == "2" and row["n_searches"] == "2" and row["n_searched"] == "2"
+        assert row["selected_seed"] in ("0", "1") and row["setting"] == "1st order, 7 ops"
+        assert row["diff_random"] != "" and row["tau_changes"].startswith("0.5: ")
 
 
 def test_tables_3_and_4_hold_the_transferred_cells(smoke_run):
@@ -87,7 +91,7 @@ def test_every_search_and_training_job_is_an_mlflow_run(smoke_run):
     for r in runs:
         by_rule.setdefault(r.data.tags.get("rule"), []).append(r)
     assert len(by_rule.get("search", [])) == 8
-    assert len(by_rule.get("train", [])) == 18
+    assert len(by_rule.get("train", [])) == 22  # 18 and 2 random cells x 2 seeds
     assert len(by_rule.get("train_imagenet", [])) == 2
     labels = sorted(r.data.tags.get("variant", r.data.tags.get("label")) for r in by_rule["train"])
     assert labels.count("itnas") == 8 and labels.count("DARTS_V2") == 2 and labels.count("darts") == 2
@@ -124,7 +128,8 @@ def test_adding_a_training_seed_adds_only_its_trainings_and_the_tables(smoke_run
         cfg["evaluate"]["cifar10"]["seeds"] = [0, 1, 2]
 
     overlay = _overlay(smoke_run, "more-seeds.yaml", add_seed)
-    assert planned_jobs(smoke_run.workdir, "--configfile", overlay) == {"train": 6, "tables": 1, "all": 1}
+    # a third seed for the 6 cells and the 2 random cells on CIFAR-10
+    assert planned_jobs(smoke_run.workdir, "--configfile", overlay) == {"train": 8, "tables": 1, "all": 1}
     printed = snakemake(smoke_run.workdir, "-n", "-p", "--configfile", overlay).stdout
     assert "results/smoke/train/synthetic-cifar10/itnas/seed2/metrics.json" in printed
 

@@ -73,6 +73,11 @@ def train_dir(dataset="{dataset}", label="{label}", seed="{seed}"):
     return f"{RESULTS}/train/{dataset}/{label}/seed{seed}"
 
 
+def random_genotype(cell="{cell}"):
+    """Random cell number `cell` of the search space (`itnas sample --seed CELL`)."""
+    return f"{RESULTS}/random/cell{cell}/genotype.json"
+
+
 def data_manifest(dataset="{dataset}"):
     return f"{DATA_ROOT}/{dataset}/.itnas-manifest.json"
 
@@ -87,11 +92,16 @@ def log_file(rule, *parts):
     return os.path.join(LOGS, rule, *parts) + ".log"
 
 
+# A training's label: a searched variant (its selected cell), a published cell, or randomK.
+RANDOM_LABEL = re.compile(r"^random(\d+)$")
+
+
 def evaluated_labels(bench):
+    """What is trained on `bench`: its searched cells, published baselines and random cells."""
     target = EVALUATE.get(bench)
     if not target:
         return []
-    return list(target["cells"]) + list(target["baselines"])
+    return list(target["cells"]) + list(target["baselines"]) + [f"random{k}" for k in range(target["random"])]
 
 
 def wildcard_alternatives(names):
@@ -168,10 +178,14 @@ def selected_genotype(wildcards):
 
 
 def train_inputs(wildcards):
-    """The dataset, and for a searched variant the genotype its selection chose."""
+    """The dataset, and the genotype file of a searched variant (the cell its selection chose)
+    or of a random cell."""
     inputs = {"data": data_manifest(wildcards.dataset)}
+    random_cell = RANDOM_LABEL.match(wildcards.label)
     if wildcards.label in VARIANTS:
         inputs["genotype"] = f"{select_dir(SEARCH_DATASET, wildcards.label)}/genotype.json"
+    elif random_cell:
+        inputs["genotype"] = random_genotype(random_cell.group(1))
     return inputs
 
 
@@ -216,8 +230,8 @@ def derive_tau_args(wildcards):
 
 
 def train_genotype(wildcards, input):
-    """A variant trains the genotype file its selection wrote; a baseline is a registered name."""
-    return input.genotype if wildcards.label in VARIANTS else wildcards.label
+    """A variant or a random cell trains its genotype file; a baseline is a registered name."""
+    return input.genotype if "genotype" in input.keys() else wildcards.label
 
 
 def tracking_uri():

@@ -1,5 +1,5 @@
-# Derivation and selection: each search's genotype by its variant's rule (TIEP for itnas, the
-# DARTS rule otherwise), then the best of a variant's seeds by short training (itnas select).
+# Genotypes: each search's by its variant's rule (TIEP for itnas, the DARTS rule otherwise), the
+# best of a variant's seeds by short training (itnas select), and random cells of the space.
 
 
 rule derive:
@@ -55,3 +55,19 @@ rule select:
         " itnas select --config {input.config} --genotypes {input.genotypes}"
         " --dataset {wildcards.dataset} --seed {params.seed} --data-root {params.data_root}"
         " --out {params.out} {params.overrides} > {log} 2>&1"
+
+
+rule sample:
+    """Draw random cell number CELL of the search space, the baseline of every searched cell."""
+    output:
+        genotype=random_genotype(),
+    log:
+        log_file("sample", "cell{cell}"),
+    conda:
+        "../envs/itnas.yaml"
+    threads: rule_threads("derive")
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    shell:
+        "itnas sample --seed {wildcards.cell} --out {output.genotype} > {log} 2>&1"
