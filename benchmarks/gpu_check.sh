@@ -7,35 +7,34 @@
 #   bash benchmarks/gpu_check.sh                              # repository root, on the GPU machine
 #   DEVICE=cpu STEPS=2 bash benchmarks/gpu_check.sh           # the CPU dry run (toy sizes)
 #
-# Two phases within BUDGET seconds (default 540):
+# Three phases within BUDGET seconds (default 540):
+#   0. the `gpu`-marked tests first (benchmarks/gpu_tests.sh: three groups one after another,
+#      each test's result written to $OUT/gpu_tests/GROUP.jsonl the moment it ends), within
+#      TEST_BUDGET seconds (default 240), so a session cut short still has them;
 #   1. alone, one after the other: the plain (fp32, NCHW, eager) supernet and training steps, the
 #      baseline, and the supernet with its whole steps recorded as CUDA graphs (compile
 #      step-graphs, NCHW and channels-last, one CUDA stream and STREAMS side by side). Eager
 #      steps are bound by the host CPU's launches, and these compile nothing, so nothing else
 #      runs meanwhile.
-#   2. at the same time, in the background, each under the time that is left:
-#      - compiled benches: `cudagraphs` (torch's backend: CUDA graphs of the captured graph, no
+#   2. at the same time, in the background, each under the time that is left, the compiled benches: `cudagraphs` (torch's backend: CUDA graphs of the captured graph, no
 #        Inductor, the quickest compile), the same with bf16 autocast and with channels-last,
 #        and `reduce-overhead` (Inductor's fused kernels in CUDA graphs, the longest compile);
 #        compiling is CPU work, so they compile side by side on the host's cores, and a shared
-#        --timing-lock lets only one of them time its steps at a time;
-#      - the `gpu`-marked tests in two groups: the CUDA-graph steps against eager ones
-#        (`steps_equal_eager`), and the others; within a group one test after another, each its
-#        own pytest process under its own timeout, so each failure is reported as it happens.
+#        --timing-lock lets only one of them time its steps at a time.
 #      Inductor's compile workers are capped (COMPILE_THREADS, default 4 a process) so that the
 #      process timing its steps keeps a core.
-# Results: one JSON line per run in $OUT/<run>.json (stderr in <run>.log), the test logs in
-# $OUT/gpu_tests.log, $OUT/summary.txt and $OUT/summary.json. OUT defaults to ./gpu-out.
+# Results: one JSON line per run in $OUT/<run>.json (stderr in <run>.log), the tests' results
+# and logs in $OUT/gpu_tests/, $OUT/summary.txt and $OUT/summary.json. OUT defaults to ./gpu-out.
 # Knobs: BUDGET, OUT, PYTHON, STEPS, TRAIN_STEPS, COMPILE (0: no compiled benches), TESTS (0: no
-# tests), TESTS_ONLY (a pytest -k expression that narrows both test groups), TEST_TIMEOUT (seconds
+# tests), TEST_BUDGET, TEST_GROUPS and TESTS_ONLY (see gpu_tests.sh), TEST_TIMEOUT (seconds
 # per test), COMPILE_THREADS, STREAMS (stream counts to bench under step-graphs, default 4; empty:
 # none), ONLY (a regular expression over the part names, e.g.
-# ONLY='supernet_compile_reduce_overhead|tests_graphs'; parts: supernet_plain,
+# ONLY='supernet_compile_reduce_overhead|tests'; parts: supernet_plain,
 # supernet_step_graphs, supernet_step_graphs_channels_last, supernet_step_graphs_streams<N>,
 # supernet_step_graphs_streams<N>_channels_last, train_plain,
 # {supernet,train}_compile_{cudagraphs,reduce_overhead,cudagraphs_amp,cudagraphs_channels_last},
-# tests_graphs, tests_others). Needs only python3 with torch and
-# numpy; pytest (and pytest-timeout) are used where installed, else benchmarks/run_gpu_tests.py.
+# tests). Needs only python3 with torch and numpy; pytest (and pytest-timeout) are used where
+# installed, else benchmarks/run_gpu_tests.py.
 set -u
 
 START=$SECONDS
@@ -118,11 +117,11 @@ run() {
 }
 
 # background NAME COMMAND...: like run, in the background, until what is left of the budget
-# (less 20 s for the summary) runs out; STDOUT=FILE sends stdout there instead of $OUT/NAME.json
+# (less 20 s for the summary) runs out
 PIDS=()
 NAMES=()
 background() {
-    local name=$1 limit stdout=${STDOUT:-$OUT/$1.json}
+    local name=$1 limit
     shift
     wanted "$name" || return 0
     limit=$(( $(left) - 20 ))
@@ -131,31 +130,9 @@ background() {
         return 0
     fi
     echo "== $name: started in the background (at most ${limit} s; $(( SECONDS - START )) s elapsed)"
-    timeout -k 10 "$limit" "$@" >"$stdout" 2>"$OUT/$name.log" &
+    timeout -k 10 "$limit" "$@" >"$OUT/$name.json" 2>"$OUT/$name.log" &
     PIDS+=($!)
     NAMES+=("$name")
-}
-
-# tests GROUP K_EXPR: one group of gpu-marked tests in the background, one after another, its
-# output in $OUT/tests_GROUP.out (stderr in .log). Under pytest each test is its own process, so
-# a failure's report is printed when that test ends, not lost with a group that runs out of time;
-# no captured log records (torch's debug lines would bury the assertion).
-tests() {
-    local group=$1 expr="$2${TESTS_ONLY:+ and ($TESTS_ONLY)}"
-    if "$PY" -c "import pytest, pytest_timeout" 2>/dev/null; then
-        STDOUT="$OUT/tests_$group.out" background "tests_$group" bash -c '
-            py=$1; shift
-            for id in $("$py" -m pytest tests/accel/test_cuda.py -m gpu -k "$1" --collect-only -q \
-                        -p no:cacheprovider -o addopts="" | grep "::"); do
-                "$py" -m pytest "$id" -m gpu -v -rfE --tb=short --timeout "$2" -p no:cacheprovider -p no:logging \
-                    --show-capture=no -o addopts=""
-            done' _ "$PY" "$expr" "$TEST_TIMEOUT"
-    else
-        # Without pytest-timeout (or pytest): the stand-in runner, which times each test itself
-        # and prints each failure as it happens.
-        STDOUT="$OUT/tests_$group.out" background "tests_$group" "$PY" benchmarks/run_gpu_tests.py -k "$expr" \
-            --timeout "$TEST_TIMEOUT"
-    fi
 }
 
 {
@@ -167,6 +144,13 @@ tests() {
     git rev-parse --short HEAD 2>/dev/null | sed 's/^/commit /'
     git status --porcelain 2>/dev/null | grep -q . && echo "working tree has uncommitted changes"
 } 2>&1 | tee "$OUT/env.txt"
+
+# 0. The tests first: their results are what a short session must not lose.
+if [ "$TESTS" = 1 ] && wanted tests; then
+    limit=${TEST_BUDGET:-240}
+    [ "$limit" -gt "$(left)" ] && limit=$(left)
+    BUDGET=$limit OUT="$OUT" PYTHON="$PY" DEVICE="$DEVICE" TEST_TIMEOUT="$TEST_TIMEOUT" bash benchmarks/gpu_tests.sh
+fi
 
 # 1. The baseline, alone: plain eager steps (ITNAS variant: what the paper's search runs). Then,
 #    also alone, the search's steps recorded whole as CUDA graphs (compile step-graphs: nothing to
@@ -189,7 +173,7 @@ done
 run train_plain 90 "${BENCH[@]}" train --genotype DARTS_V2 $TRAIN --steps "$TRAIN_STEPS" --warmup $WARMUP \
     --device "$DEVICE" $PLAIN $EXTRA --json
 
-# 2. Everything else at once: compiled benches (timed one at a time) and the tests.
+# 2. The compiled benches at once (compiled side by side, timed one at a time).
 export TORCHINDUCTOR_COMPILE_THREADS=${COMPILE_THREADS:-4}
 if [ "$COMPILE" = 1 ]; then
     GRAPHED=(--warmup "$COMPILE_WARMUP" --device "$DEVICE" --timing-lock "$LOCK" $EXTRA --json)
@@ -208,10 +192,6 @@ if [ "$COMPILE" = 1 ]; then
             --channels-last true --compile cudagraphs "${GRAPHED[@]}"
     done
 fi
-if [ "$TESTS" = 1 ]; then
-    tests graphs steps_equal_eager
-    tests others "not steps_equal_eager"
-fi
 # Report each as it ends; what is still running when the budget ends is killed by its timeout.
 while [ ${#PIDS[@]} -gt 0 ]; do
     wait -n "${PIDS[@]}" 2>/dev/null
@@ -221,18 +201,13 @@ while [ ${#PIDS[@]} -gt 0 ]; do
             rc=$?
             name=${NAMES[$i]}
             echo "== $name ended (exit $rc$([ $rc -eq 124 ] && echo ', out of time'); $(( SECONDS - START )) s elapsed)"
-            case $name in
-                tests_*) grep -oE "::test_[A-Za-z0-9_]+(\[[^]]*\])?( (PASSED|FAILED|ERROR|SKIPPED|TIMEOUT))?" \
-                             "$OUT/$name.out" | awk '!seen[$1]++' | sed 's/^::/   | /' ;;
-                *) report "$name" ;;
-            esac
+            report "$name"
             unset "PIDS[$i]" "NAMES[$i]"
         fi
     done
     PIDS=("${PIDS[@]}")
     NAMES=("${NAMES[@]}")
 done
-for f in "$OUT"/tests_*.out; do [ -e "$f" ] && cat "$f" "${f%.out}.log"; done >"$OUT/gpu_tests.log"
 
 echo "== summary ($(( SECONDS - START )) s elapsed)"
 "$PY" benchmarks/gpu_summary.py "$OUT" | tee "$OUT/summary.txt"

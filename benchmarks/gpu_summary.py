@@ -1,6 +1,7 @@
 """Summarise the results of benchmarks/gpu_check.sh and extrapolate the paper's runs.
 
     python3 benchmarks/gpu_summary.py OUT_DIR
+    python3 benchmarks/gpu_summary.py --tests FILE.jsonl...   # only the tests' outcomes
 
 Search (SPEC section 3): 50 epochs; per epoch 25,000 weight images and 25,000 architecture
 images in batches of 64, i.e. 391 steps, each one architecture step plus one weight step,
@@ -12,7 +13,7 @@ one forward pass over the 10,000 test images per epoch (estimated likewise).
 A compiled run's warm-up (compilation, CUDA-graph recording) is paid once per job and is left
 out of the extrapolation; it is printed beside it.
 Goals on an H100 (issue 7): search within 1 GPU-hour, training within 6.
-Prints the equality tests' outcomes (from gpu_tests.log), one line per run with its ratio to
+Prints the equality tests' outcomes (from OUT_DIR/gpu_tests/*.jsonl, benchmarks/gpu_tests.sh), one line per run with its ratio to
 the plain run of the same kind, the extrapolations, and writes OUT_DIR/summary.json.
 """
 
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import sys
 from pathlib import Path
 
@@ -55,21 +55,27 @@ def train_hours(r: dict) -> dict:
             "gpu_hours": TRAIN_EPOCHS * epoch / 3600, "gpu_hours_with_val": TRAIN_EPOCHS * epoch_val / 3600}
 
 
-def test_outcomes(log: Path) -> list[tuple[str, str]]:
-    """(test, outcome) for every test the log shows starting; 'no result' = still running when
-    its group's time ran out."""
-    if not log.exists():
-        return []
+def test_outcomes(files: list[Path]) -> list[tuple[str, str]]:
+    """(test, outcome) from the results files of benchmarks/gpu_tests.sh (one JSON line per start
+    and per result, written as they happen): 'no result' = started, but its group was killed
+    before it ended (out of time); a group that never started says 'not run'. A failure or skip
+    carries the first line of its message."""
     seen: dict[str, str] = {}
-    for line in log.read_text(errors="replace").splitlines():
-        m = re.search(r"::(test_\w+(?:\[[^\]]*\])?)(?: (PASSED|FAILED|ERROR|SKIPPED|TIMEOUT))?", line)
-        if not m:
-            continue
-        name, outcome = m.group(1), m.group(2)
-        if outcome and seen.get(name, "no result") == "no result":
-            seen[name] = outcome
-        else:
-            seen.setdefault(name, "no result")
+    for path in files:
+        for line in path.read_text(errors="replace").splitlines():
+            try:
+                r = json.loads(line)
+            except ValueError:
+                continue  # a line cut off by the kill
+            if r.get("event") == "not run":
+                seen[f"group {r.get('group')}"] = f"not run ({r.get('seconds_left')} s left)"
+                continue
+            name = str(r.get("test", "")).rpartition("::")[2]
+            if r.get("event") == "started":
+                seen.setdefault(name, "no result")
+            elif name:
+                message = f": {r['message']}" if r.get("message") else ""
+                seen[name] = f"{str(r.get('event')).upper()} ({r.get('seconds', 0):.1f} s){message}"
     return list(seen.items())
 
 
@@ -87,7 +93,7 @@ def _step_s(r: dict) -> float:
 def main(out_dir: str) -> int:
     out = Path(out_dir)
     rows, summary = [], {"runs": {}, "tests": {}}
-    tests = test_outcomes(out / "gpu_tests.log")
+    tests = test_outcomes(sorted((out / "gpu_tests").glob("*.jsonl")))
     summary["tests"] = dict(tests)
     results = {}
     # In the order gpu_check.sh runs them (by value), then anything else by name.
@@ -161,4 +167,8 @@ def main(out_dir: str) -> int:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--tests"]:  # one line per test of the given results files
+        for test, outcome in test_outcomes([Path(f) for f in sys.argv[2:]]):
+            print(f"{test}: {outcome}")
+        sys.exit(0)
     sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else "gpu-out"))
