@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from itnas.errors import UserError
-from itnas.files import read_yaml
+from itnas.files import YAMLRefused, parse_yaml, read_yaml, yaml_problem
 
 SHARED = {"runtime.json"}  # schemas other schemas include by reference
 
@@ -67,7 +67,9 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     if not sep or not key or any(not part for part in key.split(".")):
         raise UserError(f"--set '{item}': expected dotted.key=value")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = parse_yaml(raw) if raw.strip() else None
+    except YAMLRefused as exc:
+        raise UserError(f"--set '{item}': value {yaml_problem(exc)}") from None
     except yaml.YAMLError:
         raise UserError(f"--set '{item}': value is not valid YAML") from None
     return key.split("."), value
