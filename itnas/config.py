@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from collections.abc import Callable, Iterable
 from functools import cache
 from importlib import resources
@@ -121,6 +122,8 @@ def _describe(error) -> tuple[str, str]:
         choices = ", ".join(map(str, error.validator_value))
         return key, f"expected one of {choices}, got {error.instance!r}"
     if error.validator == "type":
+        if isinstance(error.instance, float) and not math.isfinite(error.instance) and "number" in error.validator_value:
+            return key, f"expected a finite number, got {error.instance!r}"
         return key, f"expected {error.validator_value}, got {error.instance!r}"
     if error.validator in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
         rel = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<=", "exclusiveMaximum": "<"}
@@ -128,16 +131,65 @@ def _describe(error) -> tuple[str, str]:
     return key, error.message
 
 
-def validate(cfg: Any, schema: dict, source: str) -> None:
-    """Check `cfg` against `schema`; the first problem is one UserError line naming `source`."""
+def _is_integer(checker, instance: Any) -> bool:
+    return isinstance(instance, int) and not isinstance(instance, bool)  # 2.0 is not an integer here
+
+
+def _is_number(checker, instance: Any) -> bool:
+    # NaN passes every bound (each comparison is false) and infinity most: neither is a setting.
+    return isinstance(instance, (int, float)) and not isinstance(instance, bool) and math.isfinite(instance)
+
+
+@cache
+def _validator_class():
+    """Draft 2020-12, except that an integer is an int (JSON Schema also takes 2.0, which `range`
+    does not) and a number is finite."""
     import jsonschema  # optional where only `itnas bench` runs (a lent GPU machine has torch, not this)
 
-    validator = jsonschema.Draft202012Validator(schema)
-    errors = sorted(validator.iter_errors(cfg), key=lambda e: (len(e.absolute_path), str(e.absolute_path)))
-    if errors:
-        key, what = _describe(errors[0])
+    base = jsonschema.Draft202012Validator
+    checker = base.TYPE_CHECKER.redefine_many({"integer": _is_integer, "number": _is_number})
+    return jsonschema.validators.extend(base, type_checker=checker)
+
+
+def _check_keys(obj: Any, source: str, prefix: str = "") -> None:
+    """Every mapping key is text: YAML also reads `1:`, `true:` and `null:` as keys."""
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            name = f"{prefix}.{key}" if prefix else str(key)
+            if not isinstance(key, str):
+                raise UserError(f"{source}: key '{name}': keys are names, got {type(key).__name__} {key!r}")
+            _check_keys(value, source, name)
+    elif isinstance(obj, list):
+        for k, value in enumerate(obj):
+            _check_keys(value, source, f"{prefix}[{k}]")
+
+
+def first_problem(cfg: Any, schema: dict) -> tuple[str, str] | None:
+    """(dotted key, what is wrong) of the shallowest problem of `cfg` under `schema`, or None."""
+    errors = sorted(_validator_class()(schema).iter_errors(cfg),
+                    key=lambda e: (len(e.absolute_path), str(e.absolute_path)))
+    return _describe(errors[0]) if errors else None
+
+
+def validate(cfg: Any, schema: dict, source: str) -> None:
+    """Check `cfg` against `schema`; the first problem is one UserError line naming `source`."""
+    _check_keys(cfg, source)
+    problem = first_problem(cfg, schema)
+    if problem:
+        key, what = problem
         where = f"key '{key}'" if key else "top level"
         raise UserError(f"{source}: {where}: {what}")
+
+
+def check_value(kind: str, key: str, value: Any, flag: str) -> None:
+    """Check a command-line value against the schema entry of config key `key` (dotted) of
+    config kind `kind`, so that a flag and the config key it mirrors take the same values."""
+    schema = load_schema(kind)
+    for part in key.split("."):
+        schema = schema["properties"][part]
+    problem = first_problem(value, schema)
+    if problem:
+        raise UserError(f"{flag} {value}: {problem[1]}")
 
 
 def load_config(
@@ -163,4 +215,5 @@ def load_config(
     if check is not None:
         check(cfg, source)
     return cfg
+
 

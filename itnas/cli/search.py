@@ -7,7 +7,7 @@ import argparse
 import json
 
 from itnas import variants
-from itnas.cli.common import HelpFormatter, add_config_args
+from itnas.cli.common import HelpFormatter, add_config_args, check_seed
 from itnas.gpu_lease import lease_for
 
 
@@ -61,6 +61,7 @@ def load_search_config(args: argparse.Namespace) -> dict:
 
 
 def run_search(args: argparse.Namespace) -> int:
+    check_seed(args.seed)
     cfg = load_search_config(args)  # every config error surfaces here, before any work
     from itnas.search.loop import run_search as search
 
