@@ -7,6 +7,9 @@ value as null) and readers refuse the `NaN`/`Infinity` constants that other tool
 YAML is parsed with the safe loader, refusing duplicate keys, and refused by size, depth and
 expanded size before it is built (a config is small; an alias bomb is not).
 
+`output_path` checks a folder or file a command is asked to write (`--out`, `--out-dir`,
+`--root`) before any work, so a bad one is one line, not a traceback after hours.
+
 Writers are atomic: write to a temporary name in the same folder, fsync, then rename, so a
 reader never sees a half-written file under the final name, whatever kills the writer.
 """
@@ -195,6 +198,46 @@ def yaml_problem(exc: yaml.YAMLError) -> str:
     if isinstance(exc, YAMLRefused):
         return f"refused{where}: {problem}"
     return f"YAML syntax error{where}: {problem}"
+
+
+# ----------------------------------------------------------------------------- output paths
+
+
+def given_path(text: str | os.PathLike, flag: str, what: str) -> Path:
+    """`text` as a path, refusing an empty one (an unset shell variable), which would otherwise
+    mean the current folder."""
+    text = os.fspath(text)
+    if not text.strip():
+        raise UserError(f"{flag} '{text}': empty; expected a {what} (an unset shell variable?)")
+    return Path(text)
+
+
+def output_path(text: str | os.PathLike, flag: str, *, folder: bool, create: bool = False) -> Path:
+    """Check that `text` can be written: as a folder (`folder`), or else as a file. Refused, each
+    in one line naming `flag`: an empty path, a path under a regular file, a file where a folder
+    goes and a folder where a file goes, a place we may not write in. With `create`, make the
+    folder (a file's folder) now."""
+    path = given_path(text, flag, "folder" if folder else "file name")
+    if folder:
+        if path.exists() and not path.is_dir():
+            raise UserError(f"{flag} {path}: exists and is not a folder")
+        target = path
+    else:
+        if os.fspath(text).endswith(("/", os.sep)) or path.is_dir():
+            raise UserError(f"{flag} {path}: is a folder; expected a file name")
+        target = path.parent
+    blocker = _file_ancestor(target)
+    if blocker is not None:
+        raise UserError(f"{flag} {path}: {blocker} is a file, not a folder")
+    existing = next((p for p in (target, *target.parents) if p.exists()), None)
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"{flag} {path}: cannot write in {existing} (permission denied)")
+    if create:
+        try:
+            target.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"{flag} {path}: cannot create folder {target}: {_why(target, exc)}") from None
+    return path
 
 
 # ----------------------------------------------------------------------------- writers

@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 from itnas.errors import UserError
+from itnas.files import output_path
 from itnas.gpu_lease import lease_for
 
 # Seeds from 0 to 2**31 - 1: numpy takes up to 2**32 - 1, and the loaders add small offsets to a
@@ -110,6 +111,7 @@ def prepare_training(args: argparse.Namespace, stage: str = "train") -> tuple[di
     if args.nproc < 1:
         raise UserError(f"--nproc {args.nproc}: expected at least 1")
     check_seed(args.seed)
+    output_path(args.out, "--out", folder=True)
     spec = get_spec(args.dataset)
     # Under --nproc the processes do not exist yet, but the batch must already split over them.
     world = env_world()[1] if "WORLD_SIZE" in os.environ else args.nproc

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from itnas.cli.common import HelpFormatter
 from itnas.errors import UserError
-from itnas.files import read_json
+from itnas.files import output_path, read_json
 from itnas.genotypes import resolve_genotype
 from itnas.report import plots, tables
 
@@ -74,7 +74,13 @@ def _register_plot(sub: argparse._SubParsersAction) -> None:
     curves.set_defaults(func=run_plot_curves)
 
 
+def check_figure_out(out: str) -> None:
+    output_path(out, "--out", folder=False)
+    plots.figure_format(out)
+
+
 def run_plot_cell(args: argparse.Namespace) -> int:
+    check_figure_out(args.out)
     genotype, label = resolve_genotype(args.genotype)  # without torch: the workflow's plots stay light
     label = f"{label} (hash {genotype.hash()})"
     plots.draw_genotype(genotype, args.out, args.title or label)
@@ -88,6 +94,7 @@ def _history_label(path: Path) -> str:
 
 
 def run_plot_curves(args: argparse.Namespace) -> int:
+    check_figure_out(args.out)
     histories = {}
     for raw in args.history:
         path = Path(raw)
@@ -111,6 +118,7 @@ def parse_roles(items: list[str]) -> dict[str, str]:
 
 
 def run_tables(args: argparse.Namespace) -> int:
+    output_path(args.out_dir, "--out-dir", folder=True)
     built = tables.build(args.published, args.search, args.train, args.select,
                          parse_roles(args.benchmark), args.tables)
     written = tables.write(built, args.out_dir)

@@ -8,6 +8,7 @@ import json
 
 from itnas import variants
 from itnas.cli.common import HelpFormatter, add_config_args, check_seed
+from itnas.files import output_path
 from itnas.gpu_lease import lease_for
 
 
@@ -62,6 +63,7 @@ def load_search_config(args: argparse.Namespace) -> dict:
 
 def run_search(args: argparse.Namespace) -> int:
     check_seed(args.seed)
+    output_path(args.out, "--out", folder=True)
     cfg = load_search_config(args)  # every config error surfaces here, before any work
     from itnas.search.loop import run_search as search
 
@@ -77,6 +79,7 @@ def run_derive(args: argparse.Namespace) -> int:
     from itnas.search.derive import derive
     from itnas.space import save_genotype
 
+    output_path(args.out, "--out", folder=False)
     genotype = derive(load_arch_state(args.arch_state), args.method)
     save_genotype(args.out, genotype)
     print(json.dumps(genotype.to_json()))
