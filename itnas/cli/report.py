@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 from itnas.cli.common import HelpFormatter
+from itnas.data.registry import get_spec
 from itnas.errors import UserError
 from itnas.files import output_path, read_json
 from itnas.genotypes import resolve_genotype
@@ -110,10 +111,19 @@ def run_plot_curves(args: argparse.Namespace) -> int:
 def parse_roles(items: list[str]) -> dict[str, str]:
     roles = {}
     for item in items:
-        bench, sep, dataset = item.partition("=")
-        if not sep or not bench.strip() or not dataset.strip():
+        bench, sep, dataset = (part.strip() for part in item.partition("="))
+        if not sep or not bench or not dataset:
             raise UserError(f"--benchmark '{item}': expected BENCH=DATASET, e.g. cifar10=synthetic-cifar10")
-        roles[bench.strip()] = dataset.strip()
+        if bench not in tables.BENCHMARK_NAMES:
+            raise UserError(f"--benchmark '{item}': unknown benchmark '{bench}' "
+                            f"(expected one of: {', '.join(tables.BENCHMARK_NAMES)})")
+        try:
+            get_spec(dataset)
+        except UserError as exc:
+            raise UserError(f"--benchmark '{item}': {exc}") from None
+        if bench in roles:
+            raise UserError(f"--benchmark '{item}': {bench} is already played by {roles[bench]}")
+        roles[bench] = dataset
     return roles
 
 
