@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import json
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -128,6 +128,9 @@ def _describe(error) -> tuple[str, str]:
     if error.validator in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
         rel = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<=", "exclusiveMaximum": "<"}
         return key, f"expected a number {rel[error.validator]} {error.validator_value}, got {error.instance!r}"
+    if error.validator == "pattern":
+        note = error.schema.get("description")
+        return key, f"got {error.instance!r}; expected " + (note or f"text matching {error.validator_value!r}")
     return key, error.message
 
 
@@ -217,3 +220,44 @@ def load_config(
     return cfg
 
 
+
+def check_workflow_config(config: dict, sources: Sequence[tuple[str, Any]], schema_file: str | Path) -> None:
+    """The workflow's merged config against its schema, in one line naming the file and key.
+
+    `sources` are (name, path or mapping) in the order they were merged, later ones winning
+    (config/config.yaml, the `--configfile` overlays, Snakemake's `--config` items): each file is
+    read again here so that its own problems (duplicate keys, keys that are not names) name it,
+    and a bad key is blamed on the last source that sets it."""
+    layers = []
+    for name, content in sources:
+        raw = read_yaml(content, "workflow config file") if isinstance(content, (str, Path)) else content
+        if raw is not None and not isinstance(raw, dict):
+            raise UserError(f"{name}: expected a mapping of keys at the top level, got {type(raw).__name__}")
+        _check_keys(raw or {}, name)
+        layers.append((name, raw or {}))
+    problem = first_problem(config, read_yaml(schema_file, "schema"))
+    if problem:
+        key, what = problem
+        where = f"key '{key}'" if key else "top level"
+        raise UserError(f"{_blame(key, layers)}: {where}: {what}")
+
+
+def _blame(key: str, layers: list[tuple[str, dict]]) -> str:
+    """The last of `layers` that sets `key` (or its nearest parent); all of them when none does."""
+    parts = key.split(".") if key else []
+    for depth in range(len(parts), 0, -1):
+        for name, raw in reversed(layers):
+            if _sets(raw, parts[:depth]):
+                return name
+    return " + ".join(name for name, _ in layers)
+
+
+def _sets(raw: Any, parts: list[str]) -> bool:
+    for part in parts:
+        if isinstance(raw, dict) and part in raw:
+            raw = raw[part]
+        elif isinstance(raw, list) and part.isdigit() and int(part) < len(raw):
+            raw = raw[int(part)]
+        else:
+            return False
+    return True
