@@ -220,7 +220,6 @@ def load_config(
     return cfg
 
 
-
 def check_workflow_config(config: dict, sources: Sequence[tuple[str, Any]], schema_file: str | Path) -> None:
     """The workflow's merged config against its schema, in one line naming the file and key.
 

@@ -71,18 +71,14 @@ def _why(path: Path, exc: OSError) -> str:
     if exc.errno == errno.ELOOP:
         return "a loop of symbolic links"
     if exc.errno == errno.ENOTDIR:
-        blocker = _file_ancestor(path.parent)
-        return f"{blocker} is a file, not a folder" if blocker else "a parent is not a folder"
+        blocker = _nearest_existing(path.parent)
+        return f"{blocker} is a file, not a folder" if blocker and not blocker.is_dir() else "a parent is not a folder"
     return exc.strerror or type(exc).__name__
 
 
-def _file_ancestor(folder: Path) -> Path | None:
-    """The nearest existing entry at or above `folder` if it is not a folder (so nothing can be
-    created below it), else None."""
-    for entry in (folder, *folder.parents):
-        if entry.exists():
-            return None if entry.is_dir() else entry
-    return None
+def _nearest_existing(folder: Path) -> Path | None:
+    """`folder` or the nearest of its parents that exists (a file there blocks everything below)."""
+    return next((entry for entry in (folder, *folder.parents) if entry.exists()), None)
 
 
 def read_text(path: str | os.PathLike, what: str = "file", max_bytes: int | None = None) -> str:
@@ -226,10 +222,9 @@ def output_path(text: str | os.PathLike, flag: str, *, folder: bool, create: boo
         if os.fspath(text).endswith(("/", os.sep)) or path.is_dir():
             raise UserError(f"{flag} {path}: is a folder; expected a file name")
         target = path.parent
-    blocker = _file_ancestor(target)
-    if blocker is not None:
-        raise UserError(f"{flag} {path}: {blocker} is a file, not a folder")
-    existing = next((p for p in (target, *target.parents) if p.exists()), None)
+    existing = _nearest_existing(target)
+    if existing is not None and not existing.is_dir():
+        raise UserError(f"{flag} {path}: {existing} is a file, not a folder")
     if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
         raise UserError(f"{flag} {path}: cannot write in {existing} (permission denied)")
     if create:

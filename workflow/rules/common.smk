@@ -24,13 +24,14 @@ from itnas.variants import VARIANTS as VARIANT_REGISTRY
 
 BENCHMARKS = ["cifar10", "cifar100", "cinic10", "svhn", "imagenet"]
 VARIANTS = list(VARIANT_REGISTRY)
-SCHEMA = "workflow/schemas/config.schema.yaml"
+SCHEMA = os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml")
 
 
 def _check_config_files():
     """Each config file and the merged config against the schema, before anything reads them: a
     problem is one line naming the file and key (Snakemake's own is a dump of the schema)."""
-    flags = [a for a in sys.argv[1:] if len(a.split("=")[0]) >= 9 and "--configfiles".startswith(a.split("=")[0])]
+    # --configfile, --configfiles, or a prefix argparse takes for them (--configf...), maybe with =FILE
+    flags = [a for a in sys.argv[1:] if a.startswith("--configf") and "--configfiles".startswith(a.split("=")[0])]
     if len(flags) > 1:
         raise WorkflowError(f"--configfile is given {len(flags)} times, and Snakemake keeps only the last "
                             "one; give every file after one flag: --configfile config/smoke.yaml mine.yaml")
@@ -40,13 +41,13 @@ def _check_config_files():
     if workflow.config_settings.config:
         sources.append(("--config", dict(workflow.config_settings.config)))
     try:
-        check_workflow_config(config, sources, os.path.join(workflow.basedir, SCHEMA))
+        check_workflow_config(config, sources, SCHEMA)
     except UserError as exc:
         raise WorkflowError(str(exc)) from None
 
 
 _check_config_files()
-validate(config, f"../schemas/{os.path.basename(SCHEMA)}")  # fills in the schema's defaults
+validate(config, SCHEMA)  # fills in the schema's defaults
 
 RESULTS = config["results"].rstrip("/")
 DATA_ROOT = config["data_root"].rstrip("/")
