@@ -7,7 +7,7 @@
 See README.md and docs/workflow.md.
 """
 
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
 min_version("9.0")
 
@@ -15,13 +15,12 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
-validate(config, "workflow/schemas/config.schema.yaml")
+# Checks each config file and the merged config (workflow/schemas/config.schema.yaml) before
+# anything reads them, naming the file and key at fault; then the paths and input functions.
+include: "workflow/rules/common.smk"
 
 
 report: "workflow/report/workflow.rst"
-
-
-include: "workflow/rules/common.smk"
 
 
 wildcard_constraints:

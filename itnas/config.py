@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Callable, Iterable
+import math
+from collections.abc import Callable, Iterable, Sequence
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any
 import yaml
 
 from itnas.errors import UserError
-from itnas.files import read_yaml
+from itnas.files import YAMLRefused, parse_yaml, read_yaml, yaml_problem
 
 SHARED = {"runtime.json"}  # schemas other schemas include by reference
 
@@ -67,7 +68,9 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     if not sep or not key or any(not part for part in key.split(".")):
         raise UserError(f"--set '{item}': expected dotted.key=value")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = parse_yaml(raw) if raw.strip() else None
+    except YAMLRefused as exc:
+        raise UserError(f"--set '{item}': value {yaml_problem(exc)}") from None
     except yaml.YAMLError:
         raise UserError(f"--set '{item}': value is not valid YAML") from None
     return key.split("."), value
@@ -119,23 +122,77 @@ def _describe(error) -> tuple[str, str]:
         choices = ", ".join(map(str, error.validator_value))
         return key, f"expected one of {choices}, got {error.instance!r}"
     if error.validator == "type":
+        if isinstance(error.instance, float) and not math.isfinite(error.instance) and "number" in error.validator_value:
+            return key, f"expected a finite number, got {error.instance!r}"
         return key, f"expected {error.validator_value}, got {error.instance!r}"
     if error.validator in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
         rel = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<=", "exclusiveMaximum": "<"}
         return key, f"expected a number {rel[error.validator]} {error.validator_value}, got {error.instance!r}"
+    if error.validator == "pattern":
+        note = error.schema.get("description")
+        return key, f"got {error.instance!r}; expected " + (note or f"text matching {error.validator_value!r}")
     return key, error.message
+
+
+def _is_integer(checker, instance: Any) -> bool:
+    return isinstance(instance, int) and not isinstance(instance, bool)  # 2.0 is not an integer here
+
+
+def _is_number(checker, instance: Any) -> bool:
+    # NaN passes every bound (each comparison is false) and infinity most: neither is a setting.
+    return isinstance(instance, (int, float)) and not isinstance(instance, bool) and math.isfinite(instance)
+
+
+@cache
+def _validator_class():
+    """Draft 2020-12, except that an integer is an int (JSON Schema also takes 2.0, which `range`
+    does not) and a number is finite."""
+    import jsonschema  # optional where only `itnas bench` runs (a lent GPU machine has torch, not this)
+
+    base = jsonschema.Draft202012Validator
+    checker = base.TYPE_CHECKER.redefine_many({"integer": _is_integer, "number": _is_number})
+    return jsonschema.validators.extend(base, type_checker=checker)
+
+
+def _check_keys(obj: Any, source: str, prefix: str = "") -> None:
+    """Every mapping key is text: YAML also reads `1:`, `true:` and `null:` as keys."""
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            name = f"{prefix}.{key}" if prefix else str(key)
+            if not isinstance(key, str):
+                raise UserError(f"{source}: key '{name}': keys are names, got {type(key).__name__} {key!r}")
+            _check_keys(value, source, name)
+    elif isinstance(obj, list):
+        for k, value in enumerate(obj):
+            _check_keys(value, source, f"{prefix}[{k}]")
+
+
+def first_problem(cfg: Any, schema: dict) -> tuple[str, str] | None:
+    """(dotted key, what is wrong) of the shallowest problem of `cfg` under `schema`, or None."""
+    errors = sorted(_validator_class()(schema).iter_errors(cfg),
+                    key=lambda e: (len(e.absolute_path), str(e.absolute_path)))
+    return _describe(errors[0]) if errors else None
 
 
 def validate(cfg: Any, schema: dict, source: str) -> None:
     """Check `cfg` against `schema`; the first problem is one UserError line naming `source`."""
-    import jsonschema  # optional where only `itnas bench` runs (a lent GPU machine has torch, not this)
-
-    validator = jsonschema.Draft202012Validator(schema)
-    errors = sorted(validator.iter_errors(cfg), key=lambda e: (len(e.absolute_path), str(e.absolute_path)))
-    if errors:
-        key, what = _describe(errors[0])
+    _check_keys(cfg, source)
+    problem = first_problem(cfg, schema)
+    if problem:
+        key, what = problem
         where = f"key '{key}'" if key else "top level"
         raise UserError(f"{source}: {where}: {what}")
+
+
+def check_value(kind: str, key: str, value: Any, flag: str) -> None:
+    """Check a command-line value against the schema entry of config key `key` (dotted) of
+    config kind `kind`, so that a flag and the config key it mirrors take the same values."""
+    schema = load_schema(kind)
+    for part in key.split("."):
+        schema = schema["properties"][part]
+    problem = first_problem(value, schema)
+    if problem:
+        raise UserError(f"{flag} {value}: {problem[1]}")
 
 
 def load_config(
@@ -162,3 +219,44 @@ def load_config(
         check(cfg, source)
     return cfg
 
+
+def check_workflow_config(config: dict, sources: Sequence[tuple[str, Any]], schema_file: str | Path) -> None:
+    """The workflow's merged config against its schema, in one line naming the file and key.
+
+    `sources` are (name, path or mapping) in the order they were merged, later ones winning
+    (config/config.yaml, the `--configfile` overlays, Snakemake's `--config` items): each file is
+    read again here so that its own problems (duplicate keys, keys that are not names) name it,
+    and a bad key is blamed on the last source that sets it."""
+    layers = []
+    for name, content in sources:
+        raw = read_yaml(content, "workflow config file") if isinstance(content, (str, Path)) else content
+        if raw is not None and not isinstance(raw, dict):
+            raise UserError(f"{name}: expected a mapping of keys at the top level, got {type(raw).__name__}")
+        _check_keys(raw or {}, name)
+        layers.append((name, raw or {}))
+    problem = first_problem(config, read_yaml(schema_file, "schema"))
+    if problem:
+        key, what = problem
+        where = f"key '{key}'" if key else "top level"
+        raise UserError(f"{_blame(key, layers)}: {where}: {what}")
+
+
+def _blame(key: str, layers: list[tuple[str, dict]]) -> str:
+    """The last of `layers` that sets `key` (or its nearest parent); all of them when none does."""
+    parts = key.split(".") if key else []
+    for depth in range(len(parts), 0, -1):
+        for name, raw in reversed(layers):
+            if _sets(raw, parts[:depth]):
+                return name
+    return " + ".join(name for name, _ in layers)
+
+
+def _sets(raw: Any, parts: list[str]) -> bool:
+    for part in parts:
+        if isinstance(raw, dict) and part in raw:
+            raw = raw[part]
+        elif isinstance(raw, list) and part.isdigit() and int(part) < len(raw):
+            raw = raw[int(part)]
+        else:
+            return False
+    return True

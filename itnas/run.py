@@ -28,7 +28,7 @@ from tqdm import tqdm
 from itnas import tracking
 from itnas.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from itnas.errors import TrainingDivergedError, UserError
-from itnas.files import read_json, write_json
+from itnas.files import output_path, read_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -53,11 +53,7 @@ class RunDir:
     _t0: float = field(default_factory=time.monotonic)
 
     def __post_init__(self) -> None:
-        self.path = Path(self.path)
-        if self.path.exists() and not self.path.is_dir():
-            raise UserError(f"--out {self.path}: exists and is not a folder")
-        if self.create:
-            self.path.mkdir(parents=True, exist_ok=True)
+        self.path = output_path(self.path, "--out", folder=True, create=self.create)
 
     @property
     def checkpoint(self) -> Path:

@@ -57,6 +57,14 @@ def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
 
 
+def out_of_memory(exc: BaseException) -> bool:
+    """A failed allocation: Python's MemoryError, torch's CUDA OutOfMemoryError or its CPU
+    allocator's RuntimeError. Sizes the schemas accept may still not fit the machine."""
+    text = str(exc)
+    return isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError" \
+        or "can't allocate memory" in text or "out of memory" in text.lower()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -70,6 +78,13 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"itnas {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except (MemoryError, RuntimeError) as exc:
+        if not out_of_memory(exc):
+            raise
+        what = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+        print(f"itnas {args.command}: error: out of memory ({what}); lower data.batch_size (or "
+              "runtime.max_batch_per_process) or the model's size", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"itnas {args.command}: interrupted", file=sys.stderr)
         return 130

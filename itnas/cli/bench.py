@@ -8,7 +8,7 @@ import sys
 
 from itnas import variants
 from itnas.cli import setup_logging
-from itnas.cli.common import HelpFormatter, set_threads
+from itnas.cli.common import HelpFormatter, check_seed, set_threads
 from itnas.errors import UserError
 
 DESCRIPTION = """\
@@ -142,6 +142,7 @@ def _check(args: argparse.Namespace) -> None:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1")
     if args.warmup < 0:
         raise UserError("--warmup must not be negative")
+    check_seed(args.seed)
     if args.eval_batch_size is not None and args.eval_batch_size < 0:
         raise UserError(f"--eval-batch-size {args.eval_batch_size}: expected 0 (skip) or more")
     if args.layers is not None and args.layers < 3:

@@ -11,7 +11,12 @@ import subprocess
 import sys
 
 from itnas.errors import UserError
+from itnas.files import output_path
 from itnas.gpu_lease import lease_for
+
+# Seeds from 0 to 2**31 - 1: numpy takes up to 2**32 - 1, and the loaders add small offsets to a
+# seed. workflow/schemas/config.schema.yaml bounds the workflow's seeds the same way.
+MAX_SEED = 2**31 - 1
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -26,6 +31,11 @@ def add_config_args(parser: argparse.ArgumentParser, required: bool = False) -> 
                         metavar="KEY=VALUE",
                         help="override one config entry, e.g. --set epochs=2 (repeatable; "
                              "validated like the file)")
+
+
+def check_seed(seed: int, flag: str = "--seed") -> None:
+    if not 0 <= seed <= MAX_SEED:
+        raise UserError(f"{flag} {seed}: expected an integer from 0 to {MAX_SEED}")
 
 
 def set_threads(n: int | None) -> None:
@@ -100,6 +110,8 @@ def prepare_training(args: argparse.Namespace, stage: str = "train") -> tuple[di
 
     if args.nproc < 1:
         raise UserError(f"--nproc {args.nproc}: expected at least 1")
+    check_seed(args.seed)
+    output_path(args.out, "--out", folder=True)
     spec = get_spec(args.dataset)
     # Under --nproc the processes do not exist yet, but the batch must already split over them.
     world = env_world()[1] if "WORLD_SIZE" in os.environ else args.nproc

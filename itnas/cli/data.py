@@ -8,6 +8,7 @@ from pathlib import Path
 from itnas.cli.common import HelpFormatter
 from itnas.data.registry import get_spec, list_specs, names
 from itnas.errors import DataError, UserError
+from itnas.files import given_path, output_path
 
 DEFAULT_ROOT = "data"
 
@@ -74,6 +75,7 @@ def _fetch(args) -> int:
     spec = get_spec(args.name)
     if args.retries < 0:
         raise UserError(f"--retries must be >= 0, got {args.retries}")
+    output_path(args.root, "--root", folder=True)
     folder = fetch(args.name, args.root, mirror=args.mirror, retries=args.retries,
                    force=args.force)
     print(f"ready: {folder} -- {spec.describe()}")
@@ -83,6 +85,7 @@ def _fetch(args) -> int:
 def _verify(args) -> int:
     from itnas.data.manifest import load_manifest, manifest_count, verify
 
+    given_path(args.root, "--root", "folder")
     verify(args.name, args.root, quick=args.quick)
     count = manifest_count(load_manifest(args.name, args.root))
     print(f"ok: {args.name} ({count} files) at {Path(args.root) / args.name}")
@@ -103,7 +106,8 @@ def _presence(name: str, root: str) -> str:
 
 def _list(args) -> int:
     header = ["name", "kind", "classes", "image", "train", "test", "protocol"]
-    if args.root:
+    if args.root is not None:
+        given_path(args.root, "--root", "folder")
         header.append("present")
     rows = [header]
     for spec in list_specs():

@@ -9,8 +9,9 @@ import re
 from pathlib import Path
 
 from itnas.cli.common import HelpFormatter
+from itnas.data.registry import get_spec
 from itnas.errors import UserError
-from itnas.files import read_json
+from itnas.files import output_path, read_json
 from itnas.genotypes import resolve_genotype
 from itnas.report import plots, tables
 
@@ -74,7 +75,13 @@ def _register_plot(sub: argparse._SubParsersAction) -> None:
     curves.set_defaults(func=run_plot_curves)
 
 
+def check_figure_out(out: str) -> None:
+    output_path(out, "--out", folder=False)
+    plots.figure_format(out)
+
+
 def run_plot_cell(args: argparse.Namespace) -> int:
+    check_figure_out(args.out)
     genotype, label = resolve_genotype(args.genotype)  # without torch: the workflow's plots stay light
     label = f"{label} (hash {genotype.hash()})"
     plots.draw_genotype(genotype, args.out, args.title or label)
@@ -88,6 +95,7 @@ def _history_label(path: Path) -> str:
 
 
 def run_plot_curves(args: argparse.Namespace) -> int:
+    check_figure_out(args.out)
     histories = {}
     for raw in args.history:
         path = Path(raw)
@@ -103,14 +111,24 @@ def run_plot_curves(args: argparse.Namespace) -> int:
 def parse_roles(items: list[str]) -> dict[str, str]:
     roles = {}
     for item in items:
-        bench, sep, dataset = item.partition("=")
-        if not sep or not bench.strip() or not dataset.strip():
+        bench, sep, dataset = (part.strip() for part in item.partition("="))
+        if not sep or not bench or not dataset:
             raise UserError(f"--benchmark '{item}': expected BENCH=DATASET, e.g. cifar10=synthetic-cifar10")
-        roles[bench.strip()] = dataset.strip()
+        if bench not in tables.BENCHMARK_NAMES:
+            raise UserError(f"--benchmark '{item}': unknown benchmark '{bench}' "
+                            f"(expected one of: {', '.join(tables.BENCHMARK_NAMES)})")
+        try:
+            get_spec(dataset)
+        except UserError as exc:
+            raise UserError(f"--benchmark '{item}': {exc}") from None
+        if bench in roles:
+            raise UserError(f"--benchmark '{item}': {bench} is already played by {roles[bench]}")
+        roles[bench] = dataset
     return roles
 
 
 def run_tables(args: argparse.Namespace) -> int:
+    output_path(args.out_dir, "--out-dir", folder=True)
     built = tables.build(args.published, args.search, args.train, args.select,
                          parse_roles(args.benchmark), args.tables)
     written = tables.write(built, args.out_dir)

@@ -8,7 +8,8 @@ import argparse
 import json
 
 from itnas import variants
-from itnas.cli.common import HelpFormatter, add_config_args
+from itnas.cli.common import HelpFormatter, add_config_args, check_seed
+from itnas.files import output_path
 from itnas.gpu_lease import lease_for
 from itnas.space import sample_genotype, save_genotype
 
@@ -79,6 +80,8 @@ def load_search_config(args: argparse.Namespace) -> dict:
 
 
 def run_search(args: argparse.Namespace) -> int:
+    check_seed(args.seed)
+    output_path(args.out, "--out", folder=True)
     cfg = load_search_config(args)  # every config error surfaces here, before any work
     from itnas.search.loop import run_search as search
 
@@ -93,6 +96,7 @@ def run_derive(args: argparse.Namespace) -> int:
     from itnas.formats import load_arch_state
     from itnas.search.derive import derive
 
+    output_path(args.out, "--out", folder=False)
     state = load_arch_state(args.arch_state)
     tau = args.tau if args.tau is not None else state.get("derive_tau", 1.0)
     genotype = derive(state, args.method, tau)
@@ -102,6 +106,8 @@ def run_derive(args: argparse.Namespace) -> int:
 
 
 def run_sample(args: argparse.Namespace) -> int:
+    check_seed(args.seed)
+    output_path(args.out, "--out", folder=False)
     genotype = sample_genotype(args.seed)
     save_genotype(args.out, genotype, name=f"random{args.seed}", source=f"itnas sample --seed {args.seed}")
     print(json.dumps(genotype.to_json()))

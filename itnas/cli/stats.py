@@ -7,6 +7,7 @@ import json
 
 from itnas import variants
 from itnas.cli.common import HelpFormatter
+from itnas.config import check_value
 from itnas.errors import UserError
 from itnas.genotypes import resolve_genotype
 
@@ -44,9 +45,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    for flag, value in (("--layers", args.layers), ("--init-channels", args.init_channels)):
-        if value is not None and value < (3 if flag == "--layers" else 2):
-            raise UserError(f"{flag} {value}: too small (at least {3 if flag == '--layers' else 2})")
+    kind = "search" if args.supernet else "train"  # the flags take what the config keys take
+    for flag, value, key in (("--layers", args.layers, "model.layers"),
+                             ("--init-channels", args.init_channels, "model.init_channels")):
+        if value is not None:
+            check_value(kind, key, value, flag)
     if args.supernet:
         if not args.variant:
             raise UserError(f"--supernet needs --variant ({', '.join(variants.NAMES)})")

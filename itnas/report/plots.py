@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from itnas.errors import UserError
 from itnas.files import atomic_open
 
 OP_COLOURS = {
@@ -35,9 +36,21 @@ def _figure(width: float, height: float):
     return fig
 
 
+def figure_format(out: str | Path) -> str:
+    """The format matplotlib writes `out` in, from its extension (none: png); one line naming the
+    file when matplotlib cannot write that format."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fmt = Path(out).suffix.lstrip(".").lower() or "png"
+    supported = FigureCanvasAgg.get_supported_filetypes()
+    if fmt not in supported:
+        raise UserError(f"{out}: matplotlib cannot write .{fmt} files (use one of: "
+                        f"{', '.join(f'.{ext}' for ext in sorted(supported))})")
+    return fmt
+
+
 def _save(fig, out: str | Path) -> None:
-    out = Path(out)
-    fmt = out.suffix.lstrip(".") or "png"
+    fmt = figure_format(out)
     with atomic_open(out, "wb") as fh:
         fig.savefig(fh, format=fmt, bbox_inches="tight")
 

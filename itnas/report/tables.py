@@ -127,9 +127,39 @@ def load_runs(paths: Iterable[str | Path], stage: str) -> dict[tuple[str, str], 
         metrics = read_json(path, f"{stage} metrics file")
         if not isinstance(metrics, dict):
             raise UserError(f"{path}: expected a JSON object of metrics")
+        record = RunRecord(stage, dataset, label, seed, path, metrics)
+        check_run(record)
         group = groups.setdefault((dataset, label), Group(stage, dataset, label))
-        group.runs[seed] = RunRecord(stage, dataset, label, seed, path, metrics)
+        group.runs[seed] = record
     return groups
+
+
+_COUNTS = ("params", "params_with_aux", "macs", "weights", "arch_params", "gpu_hours", "device_hours",
+           "wall_clock_s")
+
+
+def check_run(run: RunRecord) -> None:
+    """Refuse, naming the file, metrics that cannot be right: a dataset, seed or label of its own
+    that disagrees with the folder it sits in (a copied or misplaced file), an error rate or an
+    accuracy outside 0-100 %, a negative count or cost. Keys a file does not have pass."""
+    m = run.metrics
+    label_key = "variant" if run.stage == "search" else "genotype"
+    recorded = m.get(label_key, run.label)
+    # A trained variant records the path of its selected genotype file: .../VARIANT/genotype.json.
+    same_label = recorded == run.label or (run.stage == "train" and Path(str(recorded)).parent.name == run.label)
+    mismatch = (f"dataset {m['dataset']!r}" if m.get("dataset", run.dataset) != run.dataset
+                else f"seed {m['seed']!r}" if m.get("seed", run.seed) != run.seed
+                else f"{label_key} {recorded!r}" if not same_label else None)
+    if mismatch:
+        raise UserError(f"{run.path}: records {mismatch} but sits in the folder of {run.stage} "
+                        f"{run.dataset}/{run.label}/seed{run.seed} (a misplaced or copied file?)")
+    for key, value in m.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if key.endswith(("_err", "_acc")) and not 0 <= value <= 100:
+            raise UserError(f"{run.path}: '{key}' is {value}, not a percentage (0 to 100)")
+        if key in _COUNTS and value < 0:
+            raise UserError(f"{run.path}: '{key}' is {value}; it cannot be negative")
 
 
 def check_complete(groups: dict[tuple[str, str], Group]) -> None:

@@ -67,6 +67,13 @@ def make_check(protocol: str | None = None, dataset: str | None = None, world_si
         if batch % world_size:
             raise UserError(f"{source}: key 'data.batch_size': {batch} is not divisible by the "
                             f"{world_size} processes; the global batch must split evenly")
+        micro = dist_mod.plan_batches(batch, world_size, cfg["runtime"]["max_batch_per_process"]).micro_batch
+        if micro < 2 and cfg["protocol"] == "cifar" and cfg["model"]["auxiliary"]:
+            # The CIFAR auxiliary head normalises a 1x1 map: one value per channel and image.
+            key = "data.batch_size" if micro == batch // world_size else "runtime.max_batch_per_process"
+            raise UserError(f"{source}: key '{key}': batch norm in the auxiliary head cannot train on "
+                            f"micro-batches of {micro} image (global batch {batch} over {world_size} "
+                            "processes); use at least 2 per process or model.auxiliary: false")
         if o["warmup_epochs"] >= cfg["epochs"]:
             raise UserError(f"{source}: key 'optim.warmup_epochs': {o['warmup_epochs']} must be less than "
                             f"epochs ({cfg['epochs']})")

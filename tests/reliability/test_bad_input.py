@@ -15,16 +15,9 @@ from itnas.errors import CorruptFileError, UserError
 from itnas.formats import load_arch_state
 from itnas.genotypes import PUBLISHED
 from itnas.space import load_genotype
+from tests.reliability.errors import one_line_error as _one_line_error
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _one_line_error(capsys, code: int) -> str:
-    err = capsys.readouterr().err
-    assert code != 0
-    assert err.count("\n") == 1, err
-    assert "Traceback" not in err
-    return err
 
 
 # --------------------------------------------------------------------------- configs

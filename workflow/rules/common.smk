@@ -11,13 +11,43 @@ The variants and what each derives with come from the package's registry (itnas/
 import os
 import re
 import shlex
+import sys
 
 from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
 
+from itnas.config import check_workflow_config
+from itnas.data.registry import names as dataset_names
+from itnas.errors import UserError
+from itnas.genotypes import PUBLISHED
 from itnas.variants import VARIANTS as VARIANT_REGISTRY
 
 BENCHMARKS = ["cifar10", "cifar100", "cinic10", "svhn", "imagenet"]
 VARIANTS = list(VARIANT_REGISTRY)
+SCHEMA = os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml")
+
+
+def _check_config_files():
+    """Each config file and the merged config against the schema, before anything reads them: a
+    problem is one line naming the file and key (Snakemake's own is a dump of the schema)."""
+    # --configfile, --configfiles, or a prefix argparse takes for them (--configf...), maybe with =FILE
+    flags = [a for a in sys.argv[1:] if a.startswith("--configf") and "--configfiles".startswith(a.split("=")[0])]
+    if len(flags) > 1:
+        raise WorkflowError(f"--configfile is given {len(flags)} times, and Snakemake keeps only the last "
+                            "one; give every file after one flag: --configfile config/smoke.yaml mine.yaml")
+    overlays = [str(f) for f in workflow.overwrite_configfiles]
+    files = [str(f) for f in workflow.configfiles if str(f) not in overlays] + overlays
+    sources = [(f, f) for f in files]
+    if workflow.config_settings.config:
+        sources.append(("--config", dict(workflow.config_settings.config)))
+    try:
+        check_workflow_config(config, sources, SCHEMA)
+    except UserError as exc:
+        raise WorkflowError(str(exc)) from None
+
+
+_check_config_files()
+validate(config, SCHEMA)  # fills in the schema's defaults
 
 RESULTS = config["results"].rstrip("/")
 DATA_ROOT = config["data_root"].rstrip("/")
@@ -44,9 +74,17 @@ def _check_config():
                     f"config key 'evaluate.{bench}.cells': variant '{cell}' is not searched "
                     f"(add it to 'search.variants': {', '.join(SEARCH['variants'])})")
     names = list(DATASETS.values())
-    for name in set(names):
+    for bench, name in DATASETS.items():
+        if name not in dataset_names():
+            raise WorkflowError(f"config key 'datasets.{bench}': unknown dataset '{name}' "
+                                f"(expected one of: {', '.join(dataset_names())})")
         if names.count(name) > 1:
             raise WorkflowError(f"config key 'datasets': '{name}' plays two benchmarks")
+    for bench, target in EVALUATE.items():
+        for name in target["baselines"]:
+            if name not in PUBLISHED:
+                raise WorkflowError(f"config key 'evaluate.{bench}.baselines': '{name}' is not a registered "
+                                    f"genotype (expected one of: {', '.join(sorted(PUBLISHED))})")
     if IMAGENET_DATASET == SEARCH_DATASET:
         raise WorkflowError("config key 'search.benchmark': the search dataset cannot be the ImageNet one")
 
