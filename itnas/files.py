@@ -20,6 +20,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import shutil
 import stat
 import tempfile
@@ -130,6 +131,13 @@ class _Loader(yaml.SafeLoader):
                 raise YAMLRefused(f"duplicate key '{key}' (first given at line {first + 1})", key_node.start_mark)
             seen[key] = key_node.start_mark.line
         return super().construct_mapping(node, deep)
+
+
+# YAML 1.1 (PyYAML) reads `3e-4` as the text '3e-4' (its floats need a dot); YAML 1.2, JSON and
+# Python read a number, and so do we: `--set arch_optim.lr=3e-3` is a learning rate, not an error.
+_Loader.yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"),
+                              list("-+0123456789"))
 
 
 def _check_shape(text: str) -> None:
