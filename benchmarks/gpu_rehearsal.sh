@@ -30,6 +30,8 @@ if [ -d .whl ] && ! "$PY" -c "import snakemake, mlflow, jsonschema" 2>/dev/null;
     "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
         || { echo "wheel install failed"; exit 1; }
     export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
+    # Every carried wheel's requirements against the image's real versions (no network needed).
+    "$PY" benchmarks/gpu_wheels_check.py --on-target /tmp/site | tee "$OUT/wheels_check.txt"
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 if ! command -v itnas >/dev/null; then
