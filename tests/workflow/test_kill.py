@@ -44,5 +44,6 @@ def test_a_workflow_killed_mid_search_reruns_to_whole_outputs(tmp_path):
     history = json.loads((work / run / "history.json").read_text())
     assert [h["epoch"] for h in history] == list(range(1, metrics["epochs"] + 1))
     genotype = load_genotype(work / run / "genotype.json")
-    assert derive(load_arch_state(work / run / "arch_state.json"), metrics["method"]) == genotype
+    state = load_arch_state(work / run / "arch_state.json")
+    assert derive(state, metrics["method"], metrics["derive_tau"]) == genotype
     assert metrics["genotype_hash"] == genotype.hash()
