@@ -41,6 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--arch-state", required=True, metavar="FILE", help="itnas-arch-state/1 JSON file")
     d.add_argument("--method", required=True, choices=variants.DERIVE_METHODS)
     d.add_argument("--out", required=True, metavar="FILE", help="genotype JSON to write (atomically)")
+    d.add_argument("--name", help="the genotype's name in the file, which runs and tables show "
+                                  "(the workflow passes VARIANT-seedS)")
     d.set_defaults(func=run_derive)
 
 
@@ -77,6 +79,6 @@ def run_derive(args: argparse.Namespace) -> int:
     from itnas.space import save_genotype
 
     genotype = derive(load_arch_state(args.arch_state), args.method)
-    save_genotype(args.out, genotype)
+    save_genotype(args.out, genotype, **({"name": args.name} if args.name else {}))
     print(json.dumps(genotype.to_json()))
     return 0

@@ -22,7 +22,7 @@ rule derive:
     shell:
         "ITNAS_RULE=derive OMP_NUM_THREADS={threads}"
         " itnas derive --arch-state {input.arch_state} --method {params.method}"
-        " --out {output.genotype} > {log} 2>&1"
+        " --name {wildcards.variant}-seed{wildcards.seed} --out {output.genotype} > {log} 2>&1"
 
 
 rule select:
