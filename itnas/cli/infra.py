@@ -112,11 +112,13 @@ def _register_gpu_check(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("gpu-check", formatter_class=HelpFormatter, description=GPU_CHECK,
                        help="check that the GPUs a job asked for are the GPUs torch sees")
     p.add_argument("--expect", type=int, required=True, metavar="N",
-                   help="GPUs the job asked for (the rule's resources.gpu)")
+                   help="GPUs the job asked for (the workflow's gpu_check rule passes its "
+                        "resources.gpu, i.e. train.imagenet.gpus)")
     add_config_args(p)
     p.add_argument("--device", help="the training's device: auto, cuda, cuda:N or cpu "
                                     "(default: the config's runtime.device, else auto)")
-    p.add_argument("--out", metavar="FILE", help="write the counts as JSON (the rule's output)")
+    p.add_argument("--out", metavar="FILE", help="write the counts as JSON (the gpu_check rule's "
+                                                  "output, RESULTS/gpu_check/DATASET.json)")
     p.set_defaults(func=run_gpu_check)
 
 

@@ -1,5 +1,5 @@
 """`itnas search` (run or resume one architecture search) and `itnas derive` (a genotype from an
-arch-state file): the commands of the search stage (SPEC section 6)."""
+arch-state file): the commands of the search stage (docs/method.md)."""
 
 from __future__ import annotations
 
@@ -39,10 +39,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "the cell with TIEP (Algorithm 1 with Eq. 15; needs transition matrices) or the\n"
                     "DARTS top-2 rule (for transition states, after the topology initialisation).")
     d.add_argument("--arch-state", required=True, metavar="FILE", help="itnas-arch-state/1 JSON file")
-    d.add_argument("--method", required=True, choices=variants.DERIVE_METHODS)
+    d.add_argument("--method", required=True, choices=variants.DERIVE_METHODS,
+                   help="tiep (itnas) or darts (the other variants)")
     d.add_argument("--out", required=True, metavar="FILE", help="genotype JSON to write (atomically)")
-    d.add_argument("--name", help="the genotype's name in the file, which runs and tables show "
-                                  "(the workflow passes VARIANT-seedS)")
+    d.add_argument("--name", help="the genotype's name, written into the file: the runs that train "
+                                  "it show it, e.g. `itnas select`'s candidates (the workflow passes "
+                                  "VARIANT-seedS)")
     d.set_defaults(func=run_derive)
 
 

@@ -1,4 +1,4 @@
-"""Training of one evaluation network under the CIFAR or ImageNet protocol (SPEC section 7): the
+"""Training of one evaluation network under the CIFAR or ImageNet protocol (docs/training.md): the
 loop shared by `itnas train` and `itnas select`, its schedules, the step, evaluation and metrics.
 
 A step's global batch (`data.batch_size`) never changes with the number of processes: each of
