@@ -219,6 +219,14 @@ def get_or_create_experiment(c, name: str, uri: str) -> str:
     return _retry(get_or_create, "experiment")
 
 
+def runs_view(uri: str, experiment_id: str) -> str:
+    """Where a person sees the experiment's runs: MLflow 3 opens an experiment on its GenAI
+    overview, so this is the runs view itself (for a SQLite store, under `mlflow ui`'s default
+    address)."""
+    base = uri.rstrip("/") if urlparse(uri).scheme in ("http", "https") else "http://127.0.0.1:5000"
+    return f"{base}/#/experiments/{experiment_id}/runs"
+
+
 def init_store(uri: str | None = None, experiment: str | None = None) -> dict[str, Any]:
     """Create the store and the experiment once, before jobs fan out; returns what it made.
 
@@ -230,7 +238,8 @@ def init_store(uri: str | None = None, experiment: str | None = None) -> dict[st
     name = experiment or experiment_name()
     c = client(uri)
     exp_id = get_or_create_experiment(c, name, uri)
-    return {"enabled": True, "uri": uri, "experiment": name, "experiment_id": exp_id}
+    return {"enabled": True, "uri": uri, "experiment": name, "experiment_id": exp_id,
+            "runs_view": runs_view(uri, exp_id)}
 
 
 # ----------------------------------------------------------------------------- runs

@@ -73,6 +73,7 @@ def test_tracking_init_creates_the_store_once_and_is_idempotent(store, tmp_path)
     assert main(["tracking", "init", "--out", str(out)]) == 0
     info = json.loads(out.read_text())
     assert info["enabled"] and info["experiment"] == "itnas-test"
+    assert info["runs_view"] == f"http://127.0.0.1:5000/#/experiments/{info['experiment_id']}/runs"
     assert (tmp_path / "results" / "mlflow.db").exists()
     assert main(["tracking", "init", "--out", str(out)]) == 0
     assert json.loads(out.read_text())["experiment_id"] == info["experiment_id"]

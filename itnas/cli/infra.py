@@ -69,8 +69,9 @@ def run_tracking_init(args: argparse.Namespace) -> int:
                     uri, type(exc).__name__, " ".join(str(exc).split())[:200])
         info = {"enabled": False, "uri": uri, "error": f"{type(exc).__name__}"}
     if info.get("enabled"):
-        log.info("tracking store %s ready, experiment '%s' (id %s)", info["uri"], info["experiment"],
-                 info["experiment_id"])
+        ui = "" if info["uri"].startswith("http") else f"`mlflow ui --backend-store-uri {info['uri']}`, then "
+        log.info("tracking store %s ready, experiment '%s' (id %s); its runs: %s%s", info["uri"],
+                 info["experiment"], info["experiment_id"], ui, info["runs_view"])
     if args.out:
         write_json(args.out, info)
     return 0
