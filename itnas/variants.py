@@ -2,7 +2,7 @@
 the search, the derivation, the tables, the tracking and the workflow all read.
 
 A variant is a set of the three flags `arch.gumbel`, `arch.transition` and `arch.tiep`
-(docs/method.md): how the outer edges are weighted (softmax or annealed Gumbel-softmax),
+(SPEC section 2): how the outer edges are weighted (softmax or annealed Gumbel-softmax),
 whether the inner edges come from the inter-layer transition (Eq. 11), and how the genotype
 is derived (TIEP, or the DARTS top-2 rule). A new variant is one more entry here; its
 `settings` are extra `--set` overrides that `itnas search --variant NAME` adds (the config

@@ -3,7 +3,7 @@
 Both work on a validated `itnas-arch-state/1` object (formats.validate_arch_state), in
 float64 on the CPU, so a file written by hand derives exactly as one written by a search.
 
-- Outer-edge weights are softmax(alpha): no noise, tau = 1 (docs/method.md).
+- Outer-edge weights are softmax(alpha): no noise, tau = 1 (SPEC section 4).
 - DARTS rule: for each node keep the two incoming edges with the largest max_k Z_k, and on each
   the argmax op. For transition variants the inner Z first come from Eq. 11 with soft
   predecessors (Algorithm 1, lines 3-6: "topology initialisation").

@@ -49,11 +49,6 @@ log = logging.getLogger(__name__)
 
 # Config keys that do not change what a search computes: a run may resume with other values.
 NOT_IDENTITY = ("runtime", "data_root")
-# metrics.json keys tracked as MLflow metrics (results, at the last epoch) and as params (facts
-# of the run); the rest of metrics.json is the configuration, already tracked as params.
-RESULTS = ("train_loss", "train_acc", "val_loss", "val_acc", "wall_clock_s", "gpu_hours", "device_hours",
-           "peak_memory_bytes", "weights", "arch_params")
-SETTINGS = ("method", "device", "benchmark", "standin")
 
 
 def check_search_config(cfg: dict, source: str) -> None:
@@ -214,6 +209,13 @@ class Searcher:
     def genotype(self) -> Genotype:
         flags = self.cfg["arch"]
         return derive(validate_arch_state(self.arch_state(), "<search>"), method_for(flags["transition"], flags["tiep"]))
+
+
+# metrics.json keys tracked as MLflow metrics (results, at the last epoch) and as params (facts
+# of the run); the rest of metrics.json is the configuration, already tracked as params.
+RESULTS = ("train_loss", "train_acc", "val_loss", "val_acc", "wall_clock_s", "gpu_hours", "device_hours",
+           "peak_memory_bytes", "weights", "arch_params")
+SETTINGS = ("method", "device", "benchmark", "standin")
 
 
 def run_search(cfg: dict, seed: int, out: str | Path) -> dict[str, Any]:

@@ -27,7 +27,8 @@ PAPER_JOBS = {
 SMOKE_JOBS = {
     "data_fetch": 5, "search": 8, "derive": 8, "select": 4,
     "train": 12 + 3 * 2,  # CIFAR-10 6 genotypes x 2 seeds; CIFAR-100, CINIC-10, SVHN ITNAS x 2 seeds
-    "train_imagenet": 2, "gpu_check": 1, "plot_cell": 4, "plot_search": 4, "tables": 1, "all": 1,
+    "train_imagenet": 2, "plot_cell": 4, "plot_search": 4, "tables": 1, "all": 1,
+    "gpu_check": 1,  # the canary before the ImageNet trainings
 }
 PROFILES = [REPO / "profiles" / "default" / "config.yaml", REPO / "workflow" / "profiles" / "slurm" / "config.yaml"]
 # The config keys of `threads:` and `resources:` that stand for other rule names.

@@ -25,8 +25,10 @@ STANDIN = "STAND-IN DATA — not comparable to the paper"
 
 
 def _csv(path):
+    """The header fields and rows of a table's CSV."""
     with open(path, encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
+        reader = csv.DictReader(fh)
+        return reader.fieldnames, list(reader)
 
 
 def test_every_table_is_written_in_every_format_and_says_stand_in(smoke_run):
@@ -41,7 +43,7 @@ def test_every_table_is_written_in_every_format_and_says_stand_in(smoke_run):
 
 
 def test_table1_holds_every_cifar10_genotype_over_two_seeds(smoke_run):
-    rows = _csv(smoke_run.results / "tables" / "table1.csv")
+    _, rows = _csv(smoke_run.results / "tables" / "table1.csv")
     ours = {r["label"]: r for r in rows if r["source"] == "reproduced"}
     assert set(ours) == set(VARIANTS) | {"DARTS_V1", "DARTS_V2"}
     for label, row in ours.items():
@@ -55,7 +57,7 @@ def test_table1_holds_every_cifar10_genotype_over_two_seeds(smoke_run):
 
 
 def test_table2_is_the_ablation_over_the_four_variants(smoke_run):
-    rows = _csv(smoke_run.results / "tables" / "table2.csv")
+    _, rows = _csv(smoke_run.results / "tables" / "table2.csv")
     assert [r["variant"] for r in rows] == VARIANTS
     assert [r["paper_error"] for r in rows] == ["2.76", "2.72", "2.53", "2.45"]
     for row in rows:
@@ -64,11 +66,11 @@ def test_table2_is_the_ablation_over_the_four_variants(smoke_run):
 
 
 def test_tables_3_and_4_hold_the_transferred_cells(smoke_run):
-    t3 = _csv(smoke_run.results / "tables" / "table3.csv")
+    _, t3 = _csv(smoke_run.results / "tables" / "table3.csv")
     ours3 = {r["label"]: r for r in t3 if r["source"] == "reproduced"}
     assert set(ours3) == {"itnas"}
     assert ours3["itnas"]["n_seeds"] == "2" and ours3["itnas"]["paper_top1"] == "24.04"
-    t4 = _csv(smoke_run.results / "tables" / "table4.csv")
+    _, t4 = _csv(smoke_run.results / "tables" / "table4.csv")
     ours4 = {r["label"]: r for r in t4 if r["source"] == "reproduced"}
     assert set(ours4) == {"itnas"}
     for bench in ("cinic10", "cifar100", "svhn"):

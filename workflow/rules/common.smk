@@ -73,11 +73,6 @@ def train_dir(dataset="{dataset}", label="{label}", seed="{seed}"):
     return f"{RESULTS}/train/{dataset}/{label}/seed{seed}"
 
 
-def gpu_check_file(dataset="{dataset}"):
-    """The canary's record before the ImageNet trainings on `dataset` (a temporary file)."""
-    return f"{RESULTS}/gpu_check/{dataset}.json"
-
-
 def data_manifest(dataset="{dataset}"):
     return f"{DATA_ROOT}/{dataset}/.itnas-manifest.json"
 
@@ -85,6 +80,11 @@ def data_manifest(dataset="{dataset}"):
 def figure(kind, dataset="{dataset}", variant="{variant}"):
     """A report figure: kind 'cell' or 'search'."""
     return f"{RESULTS}/figures/{dataset}/{kind}_{variant}.png"
+
+
+def gpu_check_file(dataset="{dataset}"):
+    """The canary's record before the ImageNet trainings on `dataset` (a temporary file)."""
+    return f"{RESULTS}/gpu_check/{dataset}.json"
 
 
 def log_file(rule, *parts):
