@@ -242,9 +242,12 @@ def test_the_html_parses_has_no_markdown_and_every_numeric_column_has_one_format
             numbers = [row[k] for row in rows if re.fullmatch(r"[+-]?\d+(\.\d+)?( ± \d+(\.\d+)?)?", row[k])]
             decimals = {len(n.split(" ")[0].partition(".")[2]) for n in numbers}
             assert len(decimals) <= 1, f"{table.name} column {name!r}: {sorted(set(numbers))[:6]}"
-    t2 = _Cells()
-    t2.feed((out / "table2.html").read_text())
-    assert "itnas" in t2.code  # `itnas` became <code>itnas</code>
+
+
+def test_markdown_code_spans_become_code_in_html_and_typewriter_in_latex():
+    text = "the `darts_2nd` variant & `itnas select`"
+    assert tables.html_inline(text) == "the <code>darts_2nd</code> variant &amp; <code>itnas select</code>"
+    assert tables.latex_inline(text) == r"the \texttt{darts\_2nd} variant \& \texttt{itnas select}"
 
 
 def test_a_tiny_stand_in_network_shows_its_macs_and_search_cost_not_zero(runs, tmp_path):
