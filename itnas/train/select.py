@@ -85,7 +85,9 @@ def select(cfg: dict, candidates: list[tuple[Genotype, str]], data: TrainData, o
     # Equal genotypes (two seeds that found the same cell) are trained once, under the first label.
     seeds_of: dict[str, list[str]] = {}
     for genotype, label in candidates:
-        seeds_of.setdefault(genotype.hash(), []).append(origin(label)[1] or label)
+        seeds_of.setdefault(genotype.hash(), [])
+        if origin(label)[1] is not None:
+            seeds_of[genotype.hash()].append(origin(label)[1])
     tags = {"stage": "select", "dataset": data.dataset, "benchmark": data.benchmark, "seed": str(seed),
             "standin": str(data.standin).lower(), **({"variant": variant} if variant else {})}
     if ctx.is_main:
@@ -104,8 +106,9 @@ def select(cfg: dict, candidates: list[tuple[Genotype, str]], data: TrainData, o
                     log.info("candidate %d/%d: %s [%s], %d epochs", len(seen) + 1, len(candidates), label, key,
                              ccfg["epochs"])
                 search_seeds = seeds_of[key]
-                name = f"candidate-seed{search_seeds[0]}" if origin(label)[1] is not None else f"candidate {label}"
-                child_tags = {**tags, "search_seed": ",".join(search_seeds), "candidate": label,
+                name = f"candidate-seed{search_seeds[0]}" if search_seeds else f"candidate {label}"
+                child_tags = {**tags, "candidate": label,
+                              **({"search_seed": ",".join(search_seeds)} if search_seeds else {}),
                               **({"mlflow.parentRunId": run.run_id} if run.run_id else {})}
                 seen[key] = score_candidate(ccfg, genotype, label, data, out / "candidates" / key, seed, rt, ctx,
                                             run_name=f"select {variant or 'cells'} {name}", tags=child_tags)
