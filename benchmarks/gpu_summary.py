@@ -11,7 +11,7 @@ Training (docs/training.md): 600 epochs of 50,000 images in batches of 96, i.e. 
 one forward pass over the 10,000 test images per epoch (estimated likewise).
 A compiled run's warm-up (compilation, CUDA-graph recording) is paid once per job and is left
 out of the extrapolation; it is printed beside it.
-Goals on an H100 (docs/performance.md): search within 1 GPU-hour, training within 6.
+Goals on an H100 (issue 7): search within 1 GPU-hour, training within 6.
 Prints the equality tests' outcomes (from gpu_tests.log), one line per run with its ratio to
 the plain run of the same kind, the extrapolations, and writes OUT_DIR/summary.json.
 """

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import logging
 from pathlib import Path
 
 from itnas.cli.common import HelpFormatter
 from itnas.data.registry import get_spec, list_specs, names
 from itnas.errors import DataError, UserError
-
-log = logging.getLogger(__name__)
 
 DEFAULT_ROOT = "data"
 
@@ -86,10 +83,8 @@ def _fetch(args) -> int:
 def _verify(args) -> int:
     from itnas.data.manifest import load_manifest, manifest_count, verify
 
-    count = manifest_count(load_manifest(args.name, args.root))
-    log.info("checking the %d files of %s at %s (%s)", count, args.name, Path(args.root) / args.name,
-             "presence and sizes" if args.quick else "sizes and sha256: reads every byte")
     verify(args.name, args.root, quick=args.quick)
+    count = manifest_count(load_manifest(args.name, args.root))
     print(f"ok: {args.name} ({count} files) at {Path(args.root) / args.name}")
     return 0
 
