@@ -8,6 +8,7 @@ import logging
 
 from itnas import variants
 from itnas.cli.common import HelpFormatter
+from itnas.data.registry import get_spec
 from itnas.errors import UserError
 from itnas.genotypes import resolve_genotype
 
@@ -50,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
     for flag, value in (("--layers", args.layers), ("--init-channels", args.init_channels)):
         if value is not None and value < (3 if flag == "--layers" else 2):
             raise UserError(f"{flag} {value}: too small (at least {3 if flag == '--layers' else 2})")
+    get_spec(args.dataset)  # an unknown dataset is a one-line error before anything is said
     if args.supernet:
         if not args.variant:
             raise UserError(f"--supernet needs --variant ({', '.join(variants.NAMES)})")
