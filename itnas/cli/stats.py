@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 
 from itnas import variants
 from itnas.cli.common import HelpFormatter
-from itnas.data.registry import get_spec
 from itnas.errors import UserError
 from itnas.genotypes import resolve_genotype
-
-log = logging.getLogger(__name__)
 
 DESCRIPTION = """\
 Model statistics (docs/training.md, "itnas stats").
@@ -51,13 +47,11 @@ def run(args: argparse.Namespace) -> int:
     for flag, value in (("--layers", args.layers), ("--init-channels", args.init_channels)):
         if value is not None and value < (3 if flag == "--layers" else 2):
             raise UserError(f"{flag} {value}: too small (at least {3 if flag == '--layers' else 2})")
-    get_spec(args.dataset)  # an unknown dataset is a one-line error before anything is said
     if args.supernet:
         if not args.variant:
             raise UserError(f"--supernet needs --variant ({', '.join(variants.NAMES)})")
         from itnas.train.stats import supernet_stats
 
-        log.info("building the %s search supernet for %s to count its weights", args.variant, args.dataset)
         result = supernet_stats(variants.get(args.variant), args.dataset, args.layers, args.init_channels)
         text = f"{args.variant} supernet on {args.dataset}: {result['weights']:,} weights, " \
                f"{result['arch_params']:,} architecture parameters"
@@ -67,8 +61,6 @@ def run(args: argparse.Namespace) -> int:
         from itnas.train.stats import dataset_stats
 
         genotype, label = resolve_genotype(args.genotype)
-        log.info("building the %s network for %s and counting its parameters and MACs (one forward "
-                 "pass on the CPU: up to a minute at ImageNet's 224 px)", label, args.dataset)
         result = dataset_stats(genotype, args.dataset, args.layers, args.init_channels)
         text = (f"{label} on {args.dataset}: {result['params']:,} params "
                 f"({result['params'] / 1e6:.2f}M; {result['params_with_aux']:,} with the auxiliary "
