@@ -11,7 +11,7 @@ cross-entropy, backward, clip to norm 5, SGD update, on fixed random batches.
     .venv/bin/python benchmarks/compare_peer.py --batch-size 16 --repeats 7 --threads 1
 
 Prints one JSON line: per-candidate medians (process CPU and wall seconds) and the ratio
-ours / peer of each; the goal (issue 7) is a ratio of at most 0.8.
+ours / peer of each; the goal (docs/performance.md) is a ratio of at most 0.8.
 """
 
 from __future__ import annotations

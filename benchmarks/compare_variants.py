@@ -7,7 +7,7 @@ inner ones (1,376 more architecture parameters), which must not cost step time.
     .venv/bin/python benchmarks/compare_variants.py --batch-size 16 --repeats 7 --threads 1
 
 Prints one JSON line: medians of the weight step and of the architecture step per variant
-(process CPU and wall seconds) and the ratios itnas / darts; the goal (issue 7) is a weight-step
+(process CPU and wall seconds) and the ratios itnas / darts; the goal (docs/performance.md) is a weight-step
 ratio of at most 1.05.
 """
 

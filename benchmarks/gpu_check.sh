@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The one prepared GPU run (issue 7): how fast are the paper's search supernet (C=16, 8 cells,
+# The one prepared GPU run (docs/performance.md): how fast are the paper's search supernet (C=16, 8 cells,
 # batch 64, 32 px) and the DARTS_V2 CIFAR network (20 cells, C=36, batch 96), plain and with CUDA
 # graphs, are the graphed steps correct, and what do a 50-epoch search and a 600-epoch training
 # cost in GPU-hours.

@@ -3,12 +3,12 @@
     python3 benchmarks/gpu_summary.py OUT_DIR
     python3 benchmarks/gpu_summary.py --tests FILE.jsonl...   # only the tests' outcomes
 
-Search (SPEC section 3): 50 epochs; per epoch 25,000 weight images and 25,000 architecture
+Search (docs/method.md): 50 epochs; per epoch 25,000 weight images and 25,000 architecture
 images in batches of 64, i.e. 391 steps, each one architecture step plus one weight step,
 then one forward pass over the 25,000 architecture images for the epoch's validation figure
 (from the bench's timed evaluation batch, `eval_step_s_median` at `eval_batch_size`; for results
 without one, estimated as a third of a weight step per training batch).
-Training (SPEC section 7): 600 epochs of 50,000 images in batches of 96, i.e. 521 steps, plus
+Training (docs/training.md): 600 epochs of 50,000 images in batches of 96, i.e. 521 steps, plus
 one forward pass over the 10,000 test images per epoch (estimated likewise).
 A compiled run's warm-up (compilation, CUDA-graph recording) is paid once per job and is left
 out of the extrapolation; it is printed beside it.

@@ -1,5 +1,5 @@
 """The architecture-state file (`itnas-arch-state/1`): written by every search, read by
-`itnas derive` (SPEC section 5). The reader validates and reports every problem as one line
+`itnas derive` (docs/architecture.md). The reader validates and reports every problem as one line
 naming the file; the writer validates first and writes atomically. Keep the format stable.
 """
 

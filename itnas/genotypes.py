@@ -5,9 +5,11 @@ such a name or a genotype JSON file.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from itnas.errors import UserError
+from itnas.files import read_json
 from itnas.space import Genotype, load_genotype, make_genotype
 
 # Published cells of the DARTS space that use only our seven primitives. Sources: the
@@ -80,6 +82,22 @@ def resolve_genotype(name_or_file: str) -> tuple[Genotype, str]:
         return found, name_or_file.upper()
     path = Path(name_or_file)
     if path.is_file():
-        return load_genotype(path), path.stem if path.stem != "genotype" else str(path)
+        return load_genotype(path), file_label(path)
     raise UserError(f"unknown genotype '{name_or_file}': not a registered name "
                     f"({', '.join(published_names())}) nor an existing file")
+
+
+def file_label(path: Path) -> str:
+    """How a genotype file is named in runs and tables: its `name` (`itnas search`, `derive
+    --name` and `select` write one, e.g. itnas-seed2, itnas-selected), else a name made from
+    its folders (.../itnas/seed2/genotype.json: itnas-seed2), never the whole path."""
+    data = read_json(path, "genotype")
+    name = data.get("name") if isinstance(data, dict) else None
+    if isinstance(name, str) and name.strip():
+        return name.strip()
+    if path.stem != "genotype":
+        return path.stem
+    folder = path.resolve().parent
+    if re.fullmatch(r"seed-?\d+", folder.name):
+        return f"{folder.parent.name}-{folder.name}"
+    return folder.name or "genotype"

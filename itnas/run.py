@@ -3,9 +3,10 @@ resume, history, MLflow tracking, progress bars, the NaN guard and the final met
 themselves are search/loop.py and train/loop.py; each drives one `Run`.
 
 A run folder holds `config.json` (the resolved settings), `checkpoint.pt` (rewritten
-atomically after every epoch), `history.json` (one record per finished epoch) and, once the
-run has finished, `metrics.json`. Running the same command again resumes from the checkpoint;
-a folder holding a run with other settings is refused rather than mixed. Of several training
+atomically after every epoch), `history.json` (one record per finished epoch), when tracked
+`mlflow-run.json` (the MLflow run that a resume reopens) and, once the run has finished,
+`metrics.json`. Running the same command again resumes from the checkpoint; a folder holding a
+run with other settings is refused rather than mixed. Of several training
 processes only the first writes and tracks; all of them resume.
 """
 
@@ -145,10 +146,16 @@ class Run:
         return self
 
     def track(self) -> None:
-        """Open the run's MLflow run (once there is work to track); it ends with the context."""
+        """Open the run's MLflow run (once there is work to track; after a kill, the same run
+        again); it ends with the context. Checkpointed epochs it lacks (a new run of a resumed
+        job, or a kill between checkpoint and logging) are logged first."""
         if self.is_main and not self.tracker.active:
             self.tracker = self._stack.enter_context(tracking.start_run(self.stage, self.name, self.params,
-                                                                        self.tags))
+                                                                        self.tags, folder=self.path))
+            if self.tracker.active and self.history:
+                key = next(iter(_numbers(self.history[0])))
+                logged = self.tracker.last_step(key)
+                self.tracker.log_history([r for r in self.history if r["epoch"] > logged])
 
     def __exit__(self, *exc: Any) -> bool | None:
         return self._stack.__exit__(*exc)
@@ -177,17 +184,21 @@ class Run:
         self.dir.end_epoch(epoch, record, payload)
         self.tracker.log_metrics(_numbers(record), step=epoch + 1)
 
-    def finish(self, metrics: dict[str, Any], artifacts: Iterable[str] = ()) -> None:
-        """Write metrics.json (the run is complete from here on) and track the final numbers
-        that the last epoch's record did not already track, at its step, and the files named in
+    def finish(self, metrics: dict[str, Any], artifacts: Iterable[str] = (), results: Iterable[str] = (),
+               settings: Iterable[str] = ()) -> None:
+        """Write metrics.json (the run is complete from here on) and track: the `results` among its
+        keys as metrics at the last epoch's step (those the last record did not already track),
+        the `settings` (facts of the run such as its device) as params, and the files named in
         `artifacts` (names inside the run folder)."""
         if not self.is_main:
             return
         metrics = json_safe(metrics)
         self.dir.finish(metrics)
         tracked = self.history[-1] if self.history else {}
-        self.tracker.log_metrics({k: v for k, v in _numbers(metrics).items() if k not in tracked},
+        numbers = _numbers(metrics)
+        self.tracker.log_metrics({k: numbers[k] for k in results if k in numbers and k not in tracked},
                                  step=len(self.history))
+        self.tracker.log_params({k: metrics[k] for k in settings if metrics.get(k) is not None})
         for name in (*artifacts, "metrics.json", "history.json"):
             if (self.path / name).exists():
                 self.tracker.log_artifact(str(self.path / name))

@@ -4,10 +4,10 @@ A cell has input nodes 0 and 1 (the outputs of the two previous cells), intermed
 2..5, and outputs the channel concatenation of 2..5. Its 14 edges (i, j), i < j, j in 2..5,
 are listed node by node (`ALL_EDGES`). Outer edges leave the inputs (i in {0, 1}); inner
 edges join intermediate nodes; for ITNAS each inner edge (i, j) has one transition per
-predecessor edge (m, i): the 16 `TRIPLES` of a cell type (SPEC sections 1-2).
+predecessor edge (m, i): the 16 `TRIPLES` of a cell type (docs/method.md).
 
 A genotype lists, for the normal and the reduction cell, eight (op, input) pairs: two per
-intermediate node 2..5, node by node. Its JSON form is DARTS's (SPEC section 5).
+intermediate node 2..5, node by node. Its JSON form is DARTS's (README.md, "Outputs").
 Reading a genotype never loads torch.
 """
 

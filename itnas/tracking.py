@@ -9,11 +9,15 @@ experiment is `MLFLOW_EXPERIMENT_NAME` (default `itnas`).
 on untracked, because `metrics.json` files, not the tracking store, are the ground truth.
 Many jobs share one SQLite file, so every call retries with backoff while the database is
 locked; an HTTP server that does not answer is detected with a short probe instead of
-MLflow's minutes of retries. Each run gets the tags stage, dataset, variant, seed, genotype
-hash (set when a genotype.json is logged), git commit and the workflow rule (`ITNAS_RULE`) and
-cell label (`ITNAS_LABEL`: a variant, whose selected cell a training uses, or a published cell),
-all hyperparameters as flattened params, per-epoch metrics in batches, and artifacts; a
-logged genotype also gets its cell drawing (`figures/cell.png`).
+MLflow's minutes of retries. Each run gets the tags stage, dataset, benchmark, variant, seed,
+genotype hash (set when a genotype.json is logged), git commit and the workflow rule
+(`ITNAS_RULE`) and cell label (`ITNAS_LABEL`: a variant, whose selected cell a training uses,
+or a published cell), all hyperparameters as flattened params, per-epoch metrics in batches,
+and artifacts; a logged genotype also gets its cell drawing (`figures/cell.png`).
+
+A run with a folder keeps its run id there (`mlflow-run.json`): the same job run again after a
+kill reopens that run, so its history continues where the checkpoint resumes. While a run is
+open, SIGTERM (what SLURM and Snakemake send first) ends it as KILLED before the job exits.
 """
 
 from __future__ import annotations
@@ -27,9 +31,11 @@ import os
 import random
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -37,6 +43,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 from itnas.config import flatten
+from itnas.files import read_json, write_json
 from itnas.report.plots import draw_genotype
 from itnas.space import load_genotype
 from itnas.variants import NAMES as VARIANTS
@@ -51,6 +58,7 @@ PROBE_TIMEOUT_S = 3.0
 MAX_PARAM_LEN = 6000
 PARAMS_PER_BATCH = 100
 METRICS_PER_BATCH = 1000
+RUN_FILE = "mlflow-run.json"  # in a run folder: the id of its MLflow run, to reopen on a resume
 _TRANSIENT = ("database is locked", "database table is locked", "busy", "unable to open database",
               "disk i/o error")
 
@@ -211,6 +219,14 @@ def get_or_create_experiment(c, name: str, uri: str) -> str:
     return _retry(get_or_create, "experiment")
 
 
+def runs_view(uri: str, experiment_id: str) -> str:
+    """Where a person sees the experiment's runs: MLflow 3 opens an experiment on its GenAI
+    overview, so this is the runs view itself (for a SQLite store, under `mlflow ui`'s default
+    address)."""
+    base = uri.rstrip("/") if urlparse(uri).scheme in ("http", "https") else "http://127.0.0.1:5000"
+    return f"{base}/#/experiments/{experiment_id}/runs"
+
+
 def init_store(uri: str | None = None, experiment: str | None = None) -> dict[str, Any]:
     """Create the store and the experiment once, before jobs fan out; returns what it made.
 
@@ -222,7 +238,8 @@ def init_store(uri: str | None = None, experiment: str | None = None) -> dict[st
     name = experiment or experiment_name()
     c = client(uri)
     exp_id = get_or_create_experiment(c, name, uri)
-    return {"enabled": True, "uri": uri, "experiment": name, "experiment_id": exp_id}
+    return {"enabled": True, "uri": uri, "experiment": name, "experiment_id": exp_id,
+            "runs_view": runs_view(uri, exp_id)}
 
 
 # ----------------------------------------------------------------------------- runs
@@ -249,16 +266,21 @@ class NullRun:
     def log_artifact(self, path: str, artifact_path: str | None = None) -> None:
         pass
 
+    def last_step(self, key: str) -> int:
+        """The last step at which metric `key` was logged (0: never)."""
+        return 0
+
 
 class Run(NullRun):
     """An MLflow run whose every call is retried, and whose first hard failure disables it."""
 
     active = True
 
-    def __init__(self, c, run_id: str):
+    def __init__(self, c, run_id: str, params: dict[str, str] | None = None):
         self._client = c
         self.run_id = run_id
         self._broken = False
+        self._params = dict(params or {})  # logged already (a reopened run keeps its first values)
 
     def _call(self, what: str, fn: Callable[[], Any]) -> None:
         if self._broken:
@@ -270,9 +292,19 @@ class Run(NullRun):
             _warn(f"{what} failed ({type(exc).__name__}: {_short(exc)}); no more logging for run {self.run_id}")
 
     def log_params(self, params: dict[str, Any]) -> None:
+        """Params not logged yet; MLflow refuses to change one, so a value that differs from the
+        first attempt's (a resume on other hardware, say) keeps the first."""
         from mlflow.entities import Param
 
-        items = [Param(_key(k), _value(v)[:MAX_PARAM_LEN]) for k, v in sorted(flatten(params).items())]
+        items = []
+        for k, v in sorted(flatten(params).items()):
+            key, value = _key(k), _value(v)[:MAX_PARAM_LEN]
+            if key in self._params:
+                if self._params[key] != value:
+                    log.debug("param %s stays %r in run %s (now %r)", key, self._params[key], self.run_id, value)
+                continue
+            self._params[key] = value
+            items.append(Param(key, value))
         for i in range(0, len(items), PARAMS_PER_BATCH):
             chunk = items[i:i + PARAMS_PER_BATCH]
             self._call("log params", lambda chunk=chunk: self._client.log_batch(self.run_id, params=chunk))
@@ -305,6 +337,15 @@ class Run(NullRun):
         for i in range(0, len(items), METRICS_PER_BATCH):
             chunk = items[i:i + METRICS_PER_BATCH]
             self._call("log metrics", lambda chunk=chunk: self._client.log_batch(self.run_id, metrics=chunk))
+
+    def last_step(self, key: str) -> int:
+        if self._broken:
+            return 0
+        try:
+            history = _retry(lambda: self._client.get_metric_history(self.run_id, _key(key)), "read metric")
+        except Exception:  # noqa: BLE001 - at worst some epochs are logged twice
+            return 0
+        return max((m.step for m in history), default=0)
 
     def log_artifact(self, path: str, artifact_path: str | None = None) -> None:
         p = Path(path)
@@ -339,6 +380,10 @@ class Run(NullRun):
             return
         self._call("end run", lambda: self._client.set_terminated(self.run_id, status))
 
+    def reopen(self) -> None:
+        """Mark a run found in its folder (killed, failed or finished) as running again."""
+        self._call("reopen run", lambda: self._client.update_run(self.run_id, status="RUNNING"))
+
 
 def _value(v: Any) -> str:
     if isinstance(v, (list, tuple, dict)):
@@ -361,16 +406,17 @@ def standard_tags(stage: str, run_name: str, tags: dict[str, Any]) -> dict[str, 
     out.setdefault("rule", os.environ.get("ITNAS_RULE", "standalone"))
     label = os.environ.get("ITNAS_LABEL")  # the workflow's name of the cell: a variant or DARTS_V2
     if label:
-        out.setdefault("label", label)
-        if label in VARIANTS:
-            out.setdefault("variant", label)
+        out["label"] = label
+    if out.get("label") in VARIANTS:
+        out.setdefault("variant", out["label"])
     out.setdefault("host", socket.gethostname())
     if os.environ.get("SLURM_JOB_ID"):
         out.setdefault("slurm_job_id", os.environ["SLURM_JOB_ID"])
     return out
 
 
-def _open_run(stage: str, run_name: str, params: dict[str, Any], tags: dict[str, Any]) -> NullRun:
+def _open_run(stage: str, run_name: str, params: dict[str, Any], tags: dict[str, Any],
+              folder: Path | None) -> NullRun:
     uri = tracking_uri()
     if not uri:
         return NullRun()
@@ -378,29 +424,98 @@ def _open_run(stage: str, run_name: str, params: dict[str, Any], tags: dict[str,
         c = client(uri)
         exp_id = get_or_create_experiment(c, experiment_name(), uri)
         all_tags = standard_tags(stage, run_name, tags)
-        created = _retry(lambda: c.create_run(exp_id, run_name=run_name, tags=all_tags), "create run")
+        found = _previous_run(c, exp_id, folder)
+        if found is None:
+            created = _retry(lambda: c.create_run(exp_id, run_name=run_name, tags=all_tags), "create run")
+            run = Run(c, created.info.run_id)
+            if folder is not None:
+                write_json(folder / RUN_FILE, {"run_id": run.run_id, "experiment_id": exp_id,
+                                               "tracking_uri": uri})
+        else:
+            run = Run(c, found.info.run_id, found.data.params)
+            run.reopen()
+            run.set_tags(all_tags)  # this attempt's host, SLURM job and commit
     except Exception as exc:  # noqa: BLE001 - tracking must never stop the job
         _warn(f"cannot start a run at {uri} ({type(exc).__name__}: {_short(exc)})")
         return NullRun()
-    run = Run(c, created.info.run_id)
     run.log_params(params)
-    log.info("MLflow run %s (%s) at %s", run.run_id, run_name, uri)
+    log.info("MLflow run %s (%s) at %s%s", run.run_id, run_name, uri, "" if found is None else ", reopened")
     return run
 
 
+def _previous_run(c, exp_id: str, folder: Path | None):
+    """The run whose id the folder keeps, if it is in this store and experiment and not deleted."""
+    path = folder / RUN_FILE if folder is not None else None
+    if path is None or not path.is_file():
+        return None
+    try:
+        run_id = read_json(path, "MLflow run file")["run_id"]
+        found = _retry(lambda: c.get_run(run_id), "find run")
+    except Exception as exc:  # noqa: BLE001 - another store, a deleted run, a damaged file
+        log.info("%s: run not reopened (%s); starting a new one", path, _short(exc))
+        return None
+    if found.info.experiment_id != exp_id or found.info.lifecycle_stage != "active":
+        return None
+    return found
+
+
+def tag_run_in(folder: str | Path, tags: dict[str, Any]) -> None:
+    """Set tags on the (finished) run a run folder keeps, e.g. the winner of a selection."""
+    uri, path = tracking_uri(), Path(folder) / RUN_FILE
+    if not uri or not path.is_file():
+        return
+    try:
+        run_id = read_json(path, "MLflow run file")["run_id"]
+        Run(client(uri), run_id).set_tags(tags)
+    except Exception as exc:  # noqa: BLE001
+        _warn(f"cannot tag the run of {folder} ({type(exc).__name__}: {_short(exc)})")
+
+
+class Terminated(SystemExit):
+    """SIGTERM arrived while a run was open: unwinds the job so that its run ends as KILLED."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated(128 + signum)
+
+
 @contextlib.contextmanager
-def start_run(stage: str, run_name: str, params: dict[str, Any], tags: dict[str, Any]) -> Iterator[NullRun]:
+def _sigterm_ends_runs() -> Iterator[None]:
+    """Turn SIGTERM into `Terminated` while a run is open (main thread only; a handler someone
+    else installed is left alone)."""
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, _raise_terminated):
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def start_run(stage: str, run_name: str, params: dict[str, Any], tags: dict[str, Any],
+              folder: str | Path | None = None) -> Iterator[NullRun]:
     """One tracked run around a job; yields a run whose calls never raise.
 
-    On normal exit the run is FINISHED; an exception marks it FAILED (KILLED for Ctrl-C) and
-    propagates unchanged.
+    With a `folder` (the job's run folder, which must exist) the run id is kept there and the
+    same job run again reopens its run. Tags may name a parent run (`mlflow.parentRunId`). On
+    normal exit the run is FINISHED; an exception marks it FAILED (KILLED for Ctrl-C and SIGTERM)
+    and propagates unchanged.
     """
-    run = _open_run(stage, run_name, params, tags)
-    try:
+    run = _open_run(stage, run_name, params, tags, Path(folder) if folder is not None else None)
+    if not isinstance(run, Run):
         yield run
-    except BaseException as exc:
-        if isinstance(run, Run):
-            run.end("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
-        raise
-    if isinstance(run, Run):
+        return
+    with _sigterm_ends_runs():
+        try:
+            yield run
+        except BaseException as exc:
+            killed = isinstance(exc, (KeyboardInterrupt, Terminated))
+            run.end("KILLED" if killed else "FAILED")
+            if isinstance(exc, Terminated):
+                log.warning("terminated (SIGTERM): MLflow run %s marked KILLED; run the same command "
+                            "again to resume it", run.run_id)
+            raise
         run.end("FINISHED")

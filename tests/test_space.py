@@ -25,6 +25,21 @@ def test_registry_lookup_is_case_insensitive_and_files_resolve(tmp_path):
         resolve_genotype("nope")
 
 
+def test_a_genotype_file_is_labelled_by_its_name_or_its_folders_never_its_path(tmp_path):
+    cells = PUBLISHED["DARTS_V1"][0].to_json()
+    named = tmp_path / "select" / "itnas" / "genotype.json"
+    named.parent.mkdir(parents=True)
+    named.write_text(json.dumps({**cells, "name": "itnas-selected"}))
+    assert resolve_genotype(str(named))[1] == "itnas-selected"
+    derived = tmp_path / "derive" / "gumbel" / "seed3" / "genotype.json"  # written without a name
+    derived.parent.mkdir(parents=True)
+    derived.write_text(json.dumps(cells))
+    assert resolve_genotype(str(derived))[1] == "gumbel-seed3"
+    plain = tmp_path / "cell.json"
+    plain.write_text(json.dumps(cells))
+    assert resolve_genotype(str(plain))[1] == "cell"
+
+
 def test_hash_depends_on_content_only():
     v1, v2 = PUBLISHED["DARTS_V1"][0], PUBLISHED["DARTS_V2"][0]
     assert v1.hash() != v2.hash()

@@ -73,6 +73,7 @@ def test_tracking_init_creates_the_store_once_and_is_idempotent(store, tmp_path)
     assert main(["tracking", "init", "--out", str(out)]) == 0
     info = json.loads(out.read_text())
     assert info["enabled"] and info["experiment"] == "itnas-test"
+    assert info["runs_view"] == f"http://127.0.0.1:5000/#/experiments/{info['experiment_id']}/runs"
     assert (tmp_path / "results" / "mlflow.db").exists()
     assert main(["tracking", "init", "--out", str(out)]) == 0
     assert json.loads(out.read_text())["experiment_id"] == info["experiment_id"]
@@ -231,3 +232,102 @@ def test_the_workflow_label_tags_the_variant_of_a_training(store, monkeypatch):
     tags = {r.data.tags["mlflow.runName"]: r.data.tags for r in runs}
     assert tags["train-g"]["variant"] == "gumbel_transition" and tags["train-g"]["rule"] == "train"
     assert tags["train-d"]["label"] == "DARTS_V2" and "variant" not in tags["train-d"]
+
+
+# ----------------------------------------------------------------------------- what a person browses
+
+
+def _history(client, run_id: str, key: str) -> list[tuple[int, float]]:
+    return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
+
+
+def _search(out, overrides, variant="itnas", seed=0) -> int:
+    args = ["search", "--config", "config/search.yaml", "--variant", variant, "--seed", str(seed), "--out", str(out)]
+    for item in overrides:
+        args += ["--set", item]
+    return main(args)
+
+
+@pytest.mark.parametrize("variant", ["itnas", "darts"])
+def test_a_search_run_is_named_tagged_and_logs_results_at_its_last_step(store, tmp_path, tiny_search_overrides,
+                                                                        variant):
+    assert _search(tmp_path / "run", tiny_search_overrides, variant) == 0
+    client, [run] = _runs(store)
+    assert run.info.run_name == f"search {variant} seed0 synthetic-cifar10"
+    tags = run.data.tags
+    assert (tags["stage"], tags["variant"], tags["dataset"], tags["benchmark"], tags["seed"]) == \
+        ("search", variant, "synthetic-cifar10", "cifar10", "0")
+    assert run.data.params["seed"] == "0" and run.data.params["epochs"] == "2"
+    metrics = run.data.metrics
+    assert not {"seed", "epochs", "tau_final"} & set(metrics), "configuration is params, not metrics"
+    for key in ("train_loss", "val_acc"):  # the names training uses too
+        assert [step for step, _ in _history(client, run.info.run_id, key)] == [1, 2]
+    for key in ("gpu_hours", "wall_clock_s", "weights"):  # Table 1's search cost, at the last step
+        assert [step for step, _ in _history(client, run.info.run_id, key)] == [2], key
+    assert ("tau" in metrics) == (variant == "itnas")  # softmax alone has no temperature
+    assert json.loads((tmp_path / "run" / "genotype.json").read_text())["name"] == f"{variant}-seed0"
+
+
+def test_a_training_run_is_named_by_its_cell_and_shares_the_search_metric_names(store, tmp_path):
+    from itnas.genotypes import lookup
+    from itnas.train.loop import train
+    from tests.train.tiny import tensor_data, tiny_config
+
+    train(tiny_config(), lookup("DARTS_V2"), "DARTS_V2", tensor_data(), tmp_path / "run", seed=1)
+    client, [run] = _runs(store)
+    assert run.info.run_name == "train DARTS_V2 tensors seed1"
+    assert run.data.tags["label"] == "DARTS_V2" and run.data.tags["stage"] == "train"
+    for key in ("train_loss", "train_acc", "test_top1_err"):
+        assert [step for step, _ in _history(client, run.info.run_id, key)] == [1, 2], key
+    assert [step for step, _ in _history(client, run.info.run_id, "macs")] == [2]
+    assert not {"seed", "epochs", "world_size", "layers"} & set(run.data.metrics)
+    assert run.data.params["world_size"] == "1" and run.data.params["seed"] == "1"
+
+
+def test_a_job_killed_by_sigterm_ends_killed_and_its_rerun_continues_the_same_run(store, tmp_path,
+                                                                                  tiny_search_overrides,
+                                                                                  monkeypatch):
+    import signal
+
+    from itnas.run import RunDir
+
+    original = RunDir.end_epoch
+
+    def terminated_after_first_checkpoint(self, epoch, record, payload):
+        original(self, epoch, record, payload)
+        os.kill(os.getpid(), signal.SIGTERM)  # what SLURM sends at a time limit
+
+    monkeypatch.setattr(RunDir, "end_epoch", terminated_after_first_checkpoint)
+    with pytest.raises(SystemExit) as exited:
+        _search(tmp_path / "run", tiny_search_overrides + ["epochs=3"])
+    assert exited.value.code == 128 + signal.SIGTERM
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the handler lives as long as the run
+    client, [killed] = _runs(store)
+    assert killed.info.status == "KILLED"
+    # Killed between the checkpoint and the logging of epoch 1: the rerun logs that epoch first.
+    assert _history(client, killed.info.run_id, "train_loss") == []
+
+    monkeypatch.setattr(RunDir, "end_epoch", original)  # (undo() would also drop the store's settings)
+    assert _search(tmp_path / "run", tiny_search_overrides + ["epochs=3"]) == 0
+    client, [run] = _runs(store)  # still one run: the same one, reopened
+    assert run.info.run_id == killed.info.run_id and run.info.status == "FINISHED"
+    assert [step for step, _ in _history(client, run.info.run_id, "train_loss")] == [1, 2, 3]
+
+
+def test_a_selection_is_a_parent_run_with_its_candidates_nested_and_the_winner_tagged(store, tmp_path):
+    from itnas.genotypes import lookup
+    from itnas.train.select import select
+    from tests.train.tiny import tensor_data, tiny_config
+
+    candidates = [(lookup("DARTS_V2"), "itnas-seed0"), (lookup("DARTS_V1"), "itnas-seed1")]
+    result = select(tiny_config("selection.epochs=1"), candidates, tensor_data(), tmp_path / "sel", seed=0)
+    _, runs = _runs(store)
+    by_name = {r.info.run_name: r for r in runs}
+    assert set(by_name) == {"select itnas tensors", "select itnas candidate-seed0", "select itnas candidate-seed1"}
+    parent = by_name.pop("select itnas tensors")
+    assert parent.data.tags["winner"] == result["winner"]["genotype"] and parent.info.status == "FINISHED"
+    for seed, child in ((0, by_name["select itnas candidate-seed0"]), (1, by_name["select itnas candidate-seed1"])):
+        assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert child.data.tags["search_seed"] == str(seed) and child.data.tags["variant"] == "itnas"
+        assert child.data.tags["winner"] == str(result["winner"]["genotype"] == f"itnas-seed{seed}").lower()
+    assert json.loads((tmp_path / "sel" / "genotype.json").read_text())["name"] == "itnas-selected"

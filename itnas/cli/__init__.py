@@ -1,4 +1,4 @@
-"""The `itnas` console script: one subcommand per workflow step (SPEC section 6).
+"""The `itnas` console script: one subcommand per workflow step (README.md, docs/workflow.md).
 
 Command modules are grouped by the arguments their commands share, and each registers its
 commands through `register(subparsers)`. Handlers import the implementation (torch) only when
@@ -40,8 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     parser.add_argument("--threads", type=int, metavar="N",
-                        help="CPU threads for torch (the workflow passes each rule's `threads`); "
-                             "default: OMP_NUM_THREADS, else all cores")
+                        help="CPU threads for torch; default: OMP_NUM_THREADS (which the workflow "
+                             "sets to each rule's threads), else all cores")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)  # a module that fails to import fails loudly

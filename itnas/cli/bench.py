@@ -12,7 +12,7 @@ from itnas.cli.common import HelpFormatter, check_seed, set_threads
 from itnas.errors import UserError
 
 DESCRIPTION = """\
-Time training steps on synthetic batches (issue 7; docs/performance.md).
+Time training steps on synthetic batches (docs/performance.md).
 
   itnas bench supernet --variant V --layers L --init-channels C --batch-size B --image-size H
                        --steps N --device {cpu,cuda} [--amp A] [--channels-last A]
@@ -95,7 +95,7 @@ def _common(p: argparse.ArgumentParser, batch: int | None) -> None:
     p.add_argument("--eval-batch-size", type=int, default=None, metavar="E",
                    help="also time one evaluation batch of E images (eval mode, no grad); 0 = skip. "
                         "Default: the shipped configs' 250 (supernet) and 400 (train)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seeds the network's weights and the batches")
     p.add_argument("--timing-lock", metavar="FILE",
                    help="time the steps only while holding an exclusive lock on FILE (created if "
                         "absent): benches started together then compile and warm up in parallel "
@@ -109,11 +109,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     what = p.add_subparsers(dest="bench", metavar="{supernet,train}")
     s = what.add_parser("supernet", formatter_class=HelpFormatter, help="time the search supernet's steps",
                         description="Time the search supernet's weight and architecture steps.")
-    s.add_argument("--variant", default="darts", choices=variants.NAMES)
+    s.add_argument("--variant", default="darts", choices=variants.NAMES, help="search variant")
     s.add_argument("--layers", type=int, default=8, metavar="L", help="cells")
     s.add_argument("--init-channels", type=int, default=16, metavar="C", help="initial channels C")
     s.add_argument("--image-size", type=int, default=32, metavar="H", help="input resolution")
-    s.add_argument("--num-classes", type=int, default=10)
+    s.add_argument("--num-classes", type=int, default=10, help="classifier outputs")
     s.add_argument("--streams", type=_streams, default="auto", metavar="{auto,N}",
                    help="CUDA streams on which the ops into each cell node run side by side "
                         "(runtime.streams; auto = 4 under --compile step-graphs on CUDA, else 1)")
@@ -123,11 +123,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                         description="Time one training step of an evaluation network.")
     t.add_argument("--genotype", default="DARTS_V2", metavar="NAME_OR_FILE",
                    help="a published genotype or a genotype JSON file")
-    t.add_argument("--protocol", choices=("cifar", "imagenet"), default="cifar")
+    t.add_argument("--protocol", choices=("cifar", "imagenet"), default="cifar",
+                   help="which evaluation network: CIFAR's or ImageNet's")
     t.add_argument("--layers", type=int, metavar="L", help="cells (default: the protocol's)")
     t.add_argument("--init-channels", type=int, metavar="C", help="initial channels (default: the protocol's)")
     t.add_argument("--image-size", type=int, metavar="H", help="input resolution (default: 32 / 224)")
-    t.add_argument("--num-classes", type=int, default=10)
+    t.add_argument("--num-classes", type=int, default=10, help="classifier outputs")
     t.add_argument("--no-auxiliary", dest="auxiliary", action="store_false", help="leave out the auxiliary head")
     t.add_argument("--drop-path", type=float, default=0.2, help="drop-path probability")
     t.add_argument("--cutout", type=int, default=16, help="cutout side with --data device")

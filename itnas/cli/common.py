@@ -20,7 +20,14 @@ MAX_SEED = 2**31 - 1
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Show defaults and keep the paragraphs of descriptions as written."""
+    """Show the defaults that say something (not None, False or an empty list) and keep the
+    paragraphs of descriptions as written."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False or action.default == [] \
+                or "default:" in (action.help or ""):  # none to show, or the help says it in words
+            return action.help
+        return super()._get_help_string(action)
 
 
 def add_config_args(parser: argparse.ArgumentParser, required: bool = False) -> None:

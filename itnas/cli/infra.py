@@ -69,8 +69,9 @@ def run_tracking_init(args: argparse.Namespace) -> int:
                     uri, type(exc).__name__, " ".join(str(exc).split())[:200])
         info = {"enabled": False, "uri": uri, "error": f"{type(exc).__name__}"}
     if info.get("enabled"):
-        log.info("tracking store %s ready, experiment '%s' (id %s)", info["uri"], info["experiment"],
-                 info["experiment_id"])
+        ui = "" if info["uri"].startswith("http") else f"`mlflow ui --backend-store-uri {info['uri']}`, then "
+        log.info("tracking store %s ready, experiment '%s' (id %s); its runs: %s%s", info["uri"],
+                 info["experiment"], info["experiment_id"], ui, info["runs_view"])
     if args.out:
         write_json(args.out, info)
     return 0
@@ -112,11 +113,13 @@ def _register_gpu_check(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("gpu-check", formatter_class=HelpFormatter, description=GPU_CHECK,
                        help="check that the GPUs a job asked for are the GPUs torch sees")
     p.add_argument("--expect", type=int, required=True, metavar="N",
-                   help="GPUs the job asked for (the rule's resources.gpu)")
+                   help="GPUs the job asked for (the workflow's gpu_check rule passes its "
+                        "resources.gpu, i.e. train.imagenet.gpus)")
     add_config_args(p)
     p.add_argument("--device", help="the training's device: auto, cuda, cuda:N or cpu "
                                     "(default: the config's runtime.device, else auto)")
-    p.add_argument("--out", metavar="FILE", help="write the counts as JSON (the rule's output)")
+    p.add_argument("--out", metavar="FILE", help="write the counts as JSON (the gpu_check rule's "
+                                                  "output, RESULTS/gpu_check/DATASET.json)")
     p.set_defaults(func=run_gpu_check)
 
 

@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _register_tables(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "tables", formatter_class=HelpFormatter,
-        help="write Tables 1-4 (md, csv, tex) from search and training metrics",
+        help="write Tables 1-4 (md, csv, tex, html) from search and training metrics",
         description="Tabulate the reproduction beside the paper's numbers.\n\n"
                     "Run files follow the workflow layout:\n"
                     "  .../search/DATASET/VARIANT/seedS/metrics.json\n"
@@ -34,21 +34,28 @@ def _register_tables(sub: argparse._SubParsersAction) -> None:
                     "  .../train/DATASET/GENOTYPE/seedS/metrics.json\n"
                     "Reproduced rows are mean +- std over seeds; a missing seed is an error,\n"
                     "never a mean over fewer. Tables from stand-in data say so in their titles.\n\n"
-                    "Example:\n"
-                    "  itnas tables --published config/published.yaml --out-dir results/tables \\\n"
-                    "    --search results/search/*/*/seed*/metrics.json \\\n"
-                    "    --train results/train/*/*/seed*/metrics.json")
+                    "Each table is written four times: tableN.md (Markdown), tableN.csv (plain CSV:\n"
+                    "one header line, no title), tableN.tex (a LaTeX table; needs booktabs and\n"
+                    "amssymb) and tableN.html (a page for the Snakemake report).\n\n"
+                    "The workflow (rule tables) names every configured run's file; for the smoke\n"
+                    "configuration, in short:\n"
+                    "  itnas tables --published config/published.yaml --out-dir results/smoke/tables \\\n"
+                    "    --benchmark cifar10=synthetic-cifar10 ... --benchmark imagenet=synthetic-imagenet \\\n"
+                    "    --search results/smoke/search/*/*/seed*/metrics.json \\\n"
+                    "    --select results/smoke/select/*/*/selection.json \\\n"
+                    "    --train results/smoke/train/*/*/seed*/metrics.json")
     p.add_argument("--published", required=True, metavar="FILE",
                    help="the paper's numbers (config/published.yaml)")
-    p.add_argument("--out-dir", required=True, metavar="DIR", help="where tableN.{md,csv,tex} go")
+    p.add_argument("--out-dir", required=True, metavar="DIR", help="where tableN.{md,csv,tex,html} go")
     p.add_argument("--search", nargs="*", default=[], metavar="FILE", help="search metrics.json files")
-    p.add_argument("--select", nargs="*", default=[], metavar="FILE", help="selection.json files")
+    p.add_argument("--select", nargs="*", default=[], metavar="FILE",
+                   help="selection.json files (Table 2's selected seed)")
     p.add_argument("--train", nargs="*", default=[], metavar="FILE", help="training metrics.json files")
     p.add_argument("--benchmark", action="append", default=[], metavar="BENCH=DATASET",
                    help="which dataset plays a paper benchmark, e.g. cifar10=synthetic-cifar10 "
                         "(repeatable; default: synthetic-X plays X, X plays itself)")
     p.add_argument("--tables", nargs="*", default=["table1", "table2", "table3", "table4"],
-                   metavar="NAME", help="which tables to write")
+                   metavar="NAME", help="which tables to write (default: all four)")
     p.add_argument("--print", dest="show", action="store_true", help="also print the Markdown")
     p.set_defaults(func=run_tables)
 
@@ -61,16 +68,21 @@ def _register_plot(sub: argparse._SubParsersAction) -> None:
                            help="draw a genotype's normal and reduction cells",
                            description="Draw the normal and reduction cells of a genotype "
                                        "(a genotype.json or a registered name such as DARTS_V2).")
-    cell.add_argument("--genotype", required=True, metavar="NAME_OR_FILE")
-    cell.add_argument("--out", required=True, metavar="FILE", help=".png, .pdf or .svg")
+    cell.add_argument("--genotype", required=True, metavar="NAME_OR_FILE",
+                      help="a published genotype (DARTS_V2, ...) or a genotype JSON file")
+    cell.add_argument("--out", required=True, metavar="FILE", help="the figure: .png, .pdf or .svg")
     cell.add_argument("--title", help="figure title")
     cell.set_defaults(func=run_plot_cell)
     curves = psub.add_parser("curves", formatter_class=HelpFormatter,
                              help="temperature, edge-weight entropy and accuracy per search epoch",
                              description="Plot the per-epoch history.json of one or more searches "
-                                         "(one line per file, labelled by its seedN folder).")
-    curves.add_argument("--history", nargs="+", required=True, metavar="FILE")
-    curves.add_argument("--out", required=True, metavar="FILE")
+                                         "(one colour per file, labelled by its seedN folder): the "
+                                         "Gumbel temperature (when the searches have one), the "
+                                         "edge-weight entropy of the normal and reduction cells, and "
+                                         "the accuracy on the weight and architecture halves.")
+    curves.add_argument("--history", nargs="+", required=True, metavar="FILE",
+                        help="history.json files of one variant's searches")
+    curves.add_argument("--out", required=True, metavar="FILE", help="the figure: .png, .pdf or .svg")
     curves.add_argument("--title", help="figure title")
     curves.set_defaults(func=run_plot_curves)
 

@@ -43,11 +43,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "the cell with TIEP (Algorithm 1 with Eq. 15; needs transition matrices) or the\n"
                     "DARTS top-2 rule (for transition states, after the topology initialisation).")
     d.add_argument("--arch-state", required=True, metavar="FILE", help="itnas-arch-state/1 JSON file")
-    d.add_argument("--method", required=True, choices=variants.DERIVE_METHODS)
+    d.add_argument("--method", required=True, choices=variants.DERIVE_METHODS,
+                   help="tiep (itnas) or darts (the other variants)")
     d.add_argument("--tau", type=float, metavar="T",
                    help="derivation temperature: the outer edges' softmax(alpha / T); default: the one the "
                         "search recorded in the arch state (its derive.tau), else 1")
     d.add_argument("--out", required=True, metavar="FILE", help="genotype JSON to write (atomically)")
+    d.add_argument("--name", help="the genotype's name, written into the file: the runs that train "
+                                  "it show it, e.g. `itnas select`'s candidates (the workflow passes "
+                                  "VARIANT-seedS)")
     d.set_defaults(func=run_derive)
 
     r = sub.add_parser(
@@ -100,7 +104,7 @@ def run_derive(args: argparse.Namespace) -> int:
     state = load_arch_state(args.arch_state)
     tau = args.tau if args.tau is not None else state.get("derive_tau", 1.0)
     genotype = derive(state, args.method, tau)
-    save_genotype(args.out, genotype)
+    save_genotype(args.out, genotype, **({"name": args.name} if args.name else {}))
     print(json.dumps(genotype.to_json()))
     return 0
 

@@ -12,7 +12,7 @@ from itnas.errors import UserError
 from itnas.genotypes import resolve_genotype
 
 DESCRIPTION = """\
-Model statistics (SPEC section 6).
+Model statistics (docs/training.md, "itnas stats").
 
   itnas stats --genotype NAME_OR_FILE --dataset NAME [--layers L] [--init-channels C] [--json]
       {"params", "params_with_aux", "macs"} of the evaluation network: params without the

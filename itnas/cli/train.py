@@ -18,14 +18,14 @@ from itnas.cli.common import (
 from itnas.genotypes import resolve_genotype
 
 TRAIN = """\
-Train a genotype's evaluation network from scratch (SPEC sections 6-7).
+Train a genotype's evaluation network from scratch (docs/training.md).
 
 The protocol follows the dataset: CIFAR-like datasets use the CIFAR recipe (config/train_cifar.yaml:
 20 cells, C=36, 600 epochs, batch 96, cosine lr 0.025, cutout 16, drop-path 0.2, auxiliary 0.4),
 ImageNet the ImageNet one (config/train_imagenet.yaml). The output folder gets metrics.json
 (test top-1/top-5 error in %, params, MACs, wall-clock, GPU-hours, device, peak memory),
-history.json (one record per epoch), model.pt (final weights) and checkpoint.pt (rewritten every
-epoch). Run the same command again after an interruption and it resumes where it stopped.
+history.json (one record per epoch), genotype.json (the cell, under the name runs show),
+model.pt (final weights) and checkpoint.pt (rewritten every epoch). Run the same command again after an interruption and it resumes where it stopped.
 
 Several processes: `torchrun --nproc_per_node N -m itnas.cli train ...` or `itnas train --nproc N
 ...` (which starts torchrun for you). data.batch_size is the GLOBAL batch and optim.lr is never
@@ -60,7 +60,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help="choose among genotypes by short training (resumable)")
     add_config_args(s)
     s.add_argument("--genotypes", nargs="+", required=True, metavar="NAME_OR_FILE",
-                   help="candidate genotypes: published names or genotype JSON files")
+                   help="candidate genotypes: published names or genotype JSON files (shown by "
+                        "their `name`; the workflow passes each search seed's derived genotype, "
+                        "named VARIANT-seedS)")
     add_run_args(s)
     s.add_argument("--out", required=True, metavar="DIR", help="selection folder (created; resumed)")
     s.add_argument("--json", action="store_true", help="print selection.json on stdout at the end")

@@ -395,7 +395,9 @@ def fetch(name: str, root: str | os.PathLike, mirror: str | None = None, *,
                 log.info("%s is present and verified at %s", name, root / name)
                 return root / name
             except DataError as exc:
-                if (root / name).exists():
+                # An empty folder is a fresh start (Snakemake makes the output's folder first),
+                # not a broken dataset.
+                if (root / name).is_dir() and any((root / name).iterdir()):
                     log.warning("rebuilding %s: %s", name, exc)
         if spec.standin:
             return synthetic.generate(name, root)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -19,7 +20,10 @@ from itnas.data.registry import DatasetSpec, get_spec
 from itnas.errors import DataError
 from itnas.files import usual_mode, write_json
 
+log = logging.getLogger(__name__)
+
 MANIFEST = ".itnas-manifest.json"
+SAY_BYTES = 1e9  # a thorough verify of this much says what it does before it starts
 MANIFEST_FORMAT = "itnas-data-manifest/1"
 
 
@@ -137,6 +141,11 @@ def verify(name: str, root: str | os.PathLike, quick: bool = False) -> None:
     root = Path(root)
     folder = root / name
     manifest = load_manifest(name, root)
+    size = sum(e["size"] for e in manifest["files"].values()) + sum(
+        e["bytes"] for e in manifest.get("folders", {}).values())
+    if size >= SAY_BYTES and not quick:  # minutes of reading: say so first
+        log.info("checking the %d files of %s at %s (%.1f GB: sizes and sha256, reads every byte)",
+                 manifest_count(manifest), name, folder, size / 1e9)
     hint = _fetch_hint(name, root)
     for rel, entry in manifest["files"].items():
         path = folder / rel

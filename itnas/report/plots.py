@@ -1,9 +1,11 @@
 """Figures with matplotlib only (Agg, no graphviz): searched cells and search curves.
 
-`draw_genotype` draws a genotype's normal and reduction cells side by side as DAGs: the two
-cell inputs on the left, intermediate nodes 0..3 in the middle, the concatenated output on
-the right, each kept edge labelled with its operation. `plot_search_curves` draws, per epoch
-and per seed, the Gumbel temperature, the entropy of the edge weights and the accuracy.
+`draw_genotype` draws a genotype's normal and reduction cells as DAGs: the two cell inputs on
+the left, intermediate nodes 0..3 in the middle, the concatenated output on the right, each
+kept edge labelled with its operation at a point of the edge where the label covers no node
+and no other label. `plot_search_curves` draws, per epoch and per seed, the Gumbel temperature
+(for searches that have one), the entropy of the edge weights of the normal and reduction
+cells and the accuracy on the weight half and the architecture half of the training set.
 """
 
 from __future__ import annotations
@@ -75,22 +77,28 @@ def _bend(src: int, dst: int, pos: dict, repeat: int) -> float:
     return -magnitude if y0 > 0 else magnitude  # arc3: negative bends left-to-right edges upward
 
 
-def draw_cell(ax, pairs: Sequence[Sequence[Any]], concat: Sequence[int], title: str) -> None:
-    """Draw one cell (8 (op, input) pairs, two per node 2..5) on a matplotlib Axes."""
+# Where along an edge (Bezier parameter t) its label may go, most preferred first.
+_LABEL_T = (0.5, 0.42, 0.58, 0.34, 0.66, 0.27, 0.73, 0.2, 0.8)
+
+
+def draw_cell(ax, pairs: Sequence[Sequence[Any]], concat: Sequence[int], title: str) -> tuple[list, list]:
+    """Draw one cell (8 (op, input) pairs, two per node 2..5) on a matplotlib Axes; returns its
+    node texts and its edge-label texts."""
     from matplotlib.patches import FancyArrowPatch
 
     pos = _node_positions()
     labels = {0: "$c_{k-2}$", 1: "$c_{k-1}$", 2: "0", 3: "1", 4: "2", 5: "3", "out": "$c_{k}$"}
     fills = {0: "#c7e9c0", 1: "#c7e9c0", "out": "#fdd0a2"}
-    for node, (x, y) in pos.items():
-        ax.text(x, y, labels[node], ha="center", va="center", fontsize=10, zorder=5,
-                bbox={"boxstyle": "round,pad=0.35", "fc": fills.get(node, "#deebf7"), "ec": "black"})
+    nodes = [ax.text(x, y, labels[node], ha="center", va="center", fontsize=10, zorder=5,
+                     bbox={"boxstyle": "round,pad=0.35", "fc": fills.get(node, "#deebf7"), "ec": "black"})
+             for node, (x, y) in pos.items()]
     for node in concat:
         (x0, y0), (x1, y1) = pos[int(node)], pos["out"]
         ax.add_patch(FancyArrowPatch((x0, y0), (x1, y1), arrowstyle="-|>", mutation_scale=10,
                                      lw=0.8, color="#aaaaaa", linestyle="--", shrinkA=12,
                                      shrinkB=14, zorder=1))
     seen: dict[tuple[int, int], int] = {}
+    edges = []
     for k, (op, src) in enumerate(pairs):
         dst = 2 + k // 2
         src = int(src)
@@ -102,20 +110,56 @@ def draw_cell(ax, pairs: Sequence[Sequence[Any]], concat: Sequence[int], title: 
         ax.add_patch(FancyArrowPatch((x0, y0), (x1, y1), connectionstyle=f"arc3,rad={rad}",
                                      arrowstyle="-|>", mutation_scale=12, lw=1.6, color=colour,
                                      shrinkA=14, shrinkB=14, zorder=2))
-        # A point of the quadratic Bezier arc3 draws (control point: the midpoint moved by rad
-        # times the perpendicular); long edges get their label nearer the end, where they part.
-        dx, dy = x1 - x0, y1 - y0
-        cx, cy = (x0 + x1) / 2 + rad * dy, (y0 + y1) / 2 - rad * dx
-        t = 0.5 if dx <= 2.7 else 0.62
-        mx = (1 - t) ** 2 * x0 + 2 * t * (1 - t) * cx + t ** 2 * x1
-        my = (1 - t) ** 2 * y0 + 2 * t * (1 - t) * cy + t ** 2 * y1
-        ax.text(mx, my, op, fontsize=7, color=colour, ha="center", va="center", zorder=4,
-                bbox={"boxstyle": "round,pad=0.12", "fc": "white", "ec": "none", "alpha": 0.85})
+        edges.append((op, colour, (x0, y0), (x1, y1), rad))
     ax.set_xlim(-1.0, 14.0)
     ax.set_ylim(-4.4, 4.4)
     ax.set_aspect("equal")
     ax.axis("off")
     ax.set_title(title, fontsize=11)
+    return nodes, _label_edges(ax, edges, nodes)
+
+
+def _label_edges(ax, edges: list, nodes: list) -> list:
+    """Put each edge's operation on the edge, at the first point (in `_LABEL_T` order; long
+    edges start nearer their end, where they part) whose label covers no node and no label
+    placed before; where every point covers something, at the point that covers least."""
+    ax.apply_aspect()
+    renderer = ax.figure.canvas.get_renderer()
+    taken = []
+    for node in nodes:
+        node.update_bbox_position_size(renderer)  # the box around the node's text, as drawn
+        taken.append(node.get_bbox_patch().get_window_extent(renderer))
+    texts = []
+    for op, colour, (x0, y0), (x1, y1), rad in edges:
+        # Points of the quadratic Bezier arc3 draws (control point: the midpoint moved by rad
+        # times the perpendicular).
+        dx, dy = x1 - x0, y1 - y0
+        cx, cy = (x0 + x1) / 2 + rad * dy, (y0 + y1) / 2 - rad * dx
+        order = _LABEL_T if dx <= 2.7 else sorted(_LABEL_T, key=lambda t: abs(t - 0.62))
+        text = ax.text(0, 0, op, fontsize=7, color=colour, ha="center", va="center", zorder=4,
+                       bbox={"boxstyle": "round,pad=0.12", "fc": "white", "ec": "none", "alpha": 0.85})
+        best = None
+        for t in order:
+            point = ((1 - t) ** 2 * x0 + 2 * t * (1 - t) * cx + t ** 2 * x1,
+                     (1 - t) ** 2 * y0 + 2 * t * (1 - t) * cy + t ** 2 * y1)
+            text.set_position(point)
+            box = text.get_window_extent(renderer).expanded(1.08, 1.25)
+            covered = sum(_overlap(box, other) for other in taken)
+            if best is None or covered < best[0]:
+                best = (covered, point, box)
+            if covered == 0:
+                break
+        text.set_position(best[1])
+        taken.append(best[2])
+        texts.append(text)
+    return texts
+
+
+def _overlap(a, b) -> float:
+    """Area shared by two display-space boxes."""
+    w = min(a.x1, b.x1) - max(a.x0, b.x0)
+    h = min(a.y1, b.y1) - max(a.y0, b.y0)
+    return w * h if w > 0 and h > 0 else 0.0
 
 
 def draw_genotype(genotype, out: str | Path, title: str | None = None) -> Path:
@@ -143,42 +187,60 @@ def _series(records: Sequence[Mapping[str, Any]], key: str) -> tuple[list[float]
 
 def plot_search_curves(histories: Mapping[str, Sequence[Mapping[str, Any]]], out: str | Path,
                        title: str | None = None) -> Path:
-    """Per-epoch curves of one variant's searches; `histories` maps a label (seed) to records."""
-    fig = _figure(13, 3.8)
-    ax_tau, ax_ent, ax_acc = fig.subplots(1, 3)
-    colours = [f"C{k}" for k in range(10)]
-    for k, (label, records) in enumerate(histories.items()):
-        c = colours[k % len(colours)]
-        xs, ys = _series(records, "tau")
-        if xs:
-            ax_tau.plot(xs, ys, color=c, marker=".", label=label)
-        for key, style in (("entropy_normal", "-"), ("entropy_reduce", "--")):
-            xs, ys = _series(records, key)
-            if xs:
-                ax_ent.plot(xs, ys, color=c, linestyle=style, marker=".",
-                            label=f"{label} {key.split('_')[1]}")
-        for key, style in (("train_acc", "--"), ("val_acc", "-")):
-            xs, ys = _series(records, key)
-            if xs:
-                ax_acc.plot(xs, ys, color=c, linestyle=style, marker=".",
-                            label=f"{label} {key.split('_')[0]}")
+    """Per-epoch curves of one variant's searches (`search_curves`) in a PNG, PDF or SVG."""
+    _save(search_curves(histories, title), out)
+    return Path(out)
+
+
+def search_curves(histories: Mapping[str, Sequence[Mapping[str, Any]]], title: str | None = None):
+    """The figure of one variant's searches; `histories` maps a label (seed) to records.
+
+    Panels: the Gumbel temperature (only when the histories record one: the softmax variant has
+    none), the mean entropy of the edge weights (normal cell solid, reduction cell dashed) and
+    the accuracy (architecture half solid, weight half dashed); colour tells the seeds apart."""
+    from matplotlib.lines import Line2D
     from matplotlib.ticker import MaxNLocator
 
-    for ax, name, ylabel in ((ax_tau, "Gumbel temperature", "tau"),
-                             (ax_ent, "edge-weight entropy", "nats (mean over edges)"),
-                             (ax_acc, "accuracy", "%")):
-        ax.set_title(name, fontsize=10)
+    with_tau = any(_series(records, "tau")[0] for records in histories.values())
+    panels = [("tau", "Gumbel temperature", "tau")] if with_tau else []
+    panels += [("entropy", "edge-weight entropy", "nats (mean over edges)"), ("accuracy", "accuracy", "%")]
+    fig = _figure(4.4 * len(panels), 3.8)
+    axes = dict(zip((name for name, _, _ in panels), fig.subplots(1, len(panels))))
+    styles = {"entropy": (("entropy_normal", "-", "normal cell"), ("entropy_reduce", "--", "reduction cell")),
+              "accuracy": (("val_acc", "-", ACCURACY_HALVES["val_acc"]),
+                           ("train_acc", "--", ACCURACY_HALVES["train_acc"]))}
+    if with_tau:
+        styles["tau"] = (("tau", "-", None),)
+    seeds = []
+    for k, (label, records) in enumerate(histories.items()):
+        colour = f"C{k % 10}"
+        seeds.append(Line2D([], [], color=colour, marker=".", label=label))
+        for name, series in styles.items():
+            for key, style, _ in series:
+                xs, ys = _series(records, key)
+                if xs:
+                    axes[name].plot(xs, ys, color=colour, linestyle=style, marker=".")
+    for name, heading, ylabel in panels:
+        ax = axes[name]
+        ax.set_title(heading, fontsize=10)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.ticklabel_format(axis="y", useOffset=False)
         ax.set_xlabel("epoch")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
-        if ax.lines:
-            ax.legend(fontsize=7)
-        else:
+        if not ax.lines:
             ax.text(0.5, 0.5, "not recorded", ha="center", va="center", transform=ax.transAxes)
+            continue
+        kinds = [Line2D([], [], color="black", linestyle=style, label=what)
+                 for _, style, what in styles[name] if what]
+        ax.legend(handles=seeds + kinds, fontsize=7)
     if title:
         fig.suptitle(title, fontsize=12)
     fig.tight_layout()
-    _save(fig, out)
-    return Path(out)
+    return fig
+
+
+# What the search's two accuracies are measured on (the words the caption uses too): the
+# weight half trains the weights (train_acc, during the epoch), the architecture half trains
+# the architecture and is evaluated after the epoch (val_acc).
+ACCURACY_HALVES = {"train_acc": "weight half", "val_acc": "architecture half"}

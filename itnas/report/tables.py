@@ -145,8 +145,10 @@ def check_run(run: RunRecord) -> None:
     m = run.metrics
     label_key = "variant" if run.stage == "search" else "genotype"
     recorded = m.get(label_key, run.label)
-    # A trained variant records the path of its selected genotype file: .../VARIANT/genotype.json.
-    same_label = recorded == run.label or (run.stage == "train" and Path(str(recorded)).parent.name == run.label)
+    # A trained variant records its selected cell's name (VARIANT-selected; files written before
+    # names existed recorded the cell's path, .../VARIANT/genotype.json).
+    same_label = recorded == run.label or (run.stage == "train" and (
+        recorded == f"{run.label}-selected" or Path(str(recorded)).parent.name == run.label))
     mismatch = (f"dataset {m['dataset']!r}" if m.get("dataset", run.dataset) != run.dataset
                 else f"seed {m['seed']!r}" if m.get("seed", run.seed) != run.seed
                 else f"{label_key} {recorded!r}" if not same_label else None)
@@ -225,25 +227,62 @@ def mean_std(values: Sequence[float]) -> tuple[float, float | None]:
     return mean, std
 
 
+class Num(str):
+    """A table cell's text that remembers its number: the renderers give every number of a
+    column one format (the most decimals any of its cells asks for, and enough for its smallest
+    magnitude to show two significant digits, so a tiny stand-in network is not "0")."""
+
+    value: float
+    std: float | None
+    digits: int
+    sign: bool
+
+    def __new__(cls, value: float, digits: int = 2, std: float | None = None, sign: bool = False) -> Num:
+        cell = super().__new__(cls, _number_text(value, digits, std, sign))
+        cell.value, cell.std, cell.digits, cell.sign = float(value), std, digits, sign
+        return cell
+
+    def text(self, digits: int) -> str:
+        return _number_text(self.value, digits, self.std, self.sign)
+
+
+def _number_text(value: float, digits: int, std: float | None, sign: bool) -> str:
+    text = f"{value:+.{digits}f}" if sign else f"{value:.{digits}f}"
+    return text if std is None else f"{text} ± {std:.{digits}f}"
+
+
+MAX_DIGITS = 4
+
+
+def column_digits(cells: Iterable[Any]) -> int | None:
+    """The decimals of a column's numbers (None: it holds none)."""
+    numbers = [c for c in cells if isinstance(c, Num)]
+    if not numbers:
+        return None
+    digits = max(c.digits for c in numbers)
+    magnitudes = [abs(c.value) for c in numbers if not c.sign and c.value != 0]
+    if magnitudes:  # two significant digits for the smallest (differences keep their decimals)
+        digits = max(digits, min(MAX_DIGITS, 1 - math.floor(math.log10(min(magnitudes)))))
+    return digits
+
+
 def fmt_num(value: float | None, digits: int = 2) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "—"
-    if isinstance(value, int) or float(value).is_integer() and abs(value) >= 100:
-        return f"{int(value)}"
-    return f"{value:.{digits}f}"
+    return Num(value, digits)
 
 
 def fmt_pm(values: Sequence[float] | None, digits: int = 2) -> str:
     if not values:
         return "—"
     mean, std = mean_std(values)
-    return f"{mean:.{digits}f}" if std is None else f"{mean:.{digits}f} ± {std:.{digits}f}"
+    return Num(mean, digits, std)
 
 
 def fmt_diff(values: Sequence[float] | None, paper: float | None) -> str:
     if not values or paper is None:
         return "—"
-    return f"{statistics.fmean(values) - paper:+.2f}"
+    return Num(statistics.fmean(values) - paper, 2, sign=True)
 
 
 def fmt_interval(diff: tuple[float, float, float] | None) -> str:
@@ -270,12 +309,18 @@ class Table:
     csv_rows: list[dict[str, Any]]
     notes: list[str] = field(default_factory=list)
 
+    def text_rows(self) -> list[list[str]]:
+        """The rows as printed: every number of a column in the column's one format."""
+        digits = [column_digits(column) for column in zip(*self.rows)] if self.rows else []
+        return [[c.text(d) if isinstance(c, Num) and d is not None else str(c) for c, d in zip(row, digits)]
+                for row in self.rows]
+
     def markdown(self) -> str:
         """GitHub-flavoured Markdown: a heading with the title, the table, the notes."""
         out = [f"# {self.title}", ""]
         out.append("| " + " | ".join(self.headers) + " |")
         out.append("|" + "|".join("---" for _ in self.headers) + "|")
-        for row in self.rows:
+        for row in self.text_rows():
             out.append("| " + " | ".join(c.replace("|", "\\|") for c in row) + " |")
         if self.notes:
             out.append("")
@@ -283,8 +328,9 @@ class Table:
         return "\n".join(out) + "\n"
 
     def csv(self) -> str:
+        """Plain CSV, one header line and one line per row, that any reader loads without
+        options; the title and notes are in the other formats."""
         buf = io.StringIO()
-        buf.write(f"# {self.title}\n")
         writer = csv.DictWriter(buf, fieldnames=self.csv_fields, lineterminator="\n")
         writer.writeheader()
         for row in self.csv_rows:
@@ -295,10 +341,10 @@ class Table:
         """A standalone page for the Snakemake report."""
         head = "".join(f"<th>{escape(h)}</th>" for h in self.headers)
         body = []
-        for row in self.rows:
+        for row in self.text_rows():
             cls = ' class="ours"' if len(row) > 1 and row[1] == "reproduced" else ""
-            body.append(f"<tr{cls}>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>")
-        notes = "".join(f"<li>{escape(n)}</li>" for n in self.notes)
+            body.append(f"<tr{cls}>" + "".join(f"<td>{html_inline(c)}</td>" for c in row) + "</tr>")
+        notes = "".join(f"<li>{html_inline(n)}</li>" for n in self.notes)
         return ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">"
                 f"<title>{escape(self.title)}</title><style>"
                 "body{font-family:sans-serif;font-size:13px}table{border-collapse:collapse}"
@@ -311,28 +357,30 @@ class Table:
     def latex(self) -> str:
         cols = "l" + "r" * (len(self.headers) - 1)
         out = [
-            "% generated by `itnas tables`; needs \\usepackage{booktabs}",
+            f"% generated by itnas tables; needs {LATEX_PACKAGES}",
             "\\begin{table}[t]",
             "\\centering",
             "\\small",
-            f"\\caption{{{latex_escape(self.title)}}}",
+            f"\\caption{{{latex_inline(re.sub(r'^Table [0-9]+: ', '', self.title))}}}",  # LaTeX numbers it
             f"\\label{{tab:{self.name}}}",
             f"\\begin{{tabular}}{{{cols}}}",
             "\\toprule",
-            " & ".join(latex_escape(h) for h in self.headers) + " \\\\",
+            " & ".join(latex_inline(h) for h in self.headers) + " \\\\",
             "\\midrule",
         ]
-        for row in self.rows:
+        for row in self.text_rows():
             if row and row[0] == "":
                 continue
-            out.append(" & ".join(latex_escape(c) for c in row) + " \\\\")
+            out.append(" & ".join(latex_inline(c) for c in row) + " \\\\")
         out += ["\\bottomrule", "\\end{tabular}"]
         if self.notes:
-            out.append("\\par\\footnotesize " + " ".join(latex_escape(n) for n in self.notes))
+            out.append("\\par\\footnotesize " + " ".join(latex_inline(n) for n in self.notes))
         out += ["\\end{table}", ""]
         return "\n".join(out)
 
 
+# What the .tex files need beyond LaTeX itself (booktabs rules; amssymb for \checkmark).
+LATEX_PACKAGES = "\\usepackage{booktabs} \\usepackage{amssymb}"
 _LATEX = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
           "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "\\": r"\textbackslash{}",
           "±": r"$\pm$", "—": "---", "–": "--", "Δ": r"$\Delta$", "✓": r"\checkmark{}",
@@ -341,6 +389,21 @@ _LATEX = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{"
 
 def latex_escape(text: str) -> str:
     return "".join(_LATEX.get(ch, ch) for ch in str(text))
+
+
+_CODE = re.compile(r"`([^`]+)`")  # Markdown code spans, which the tables' texts use for names
+
+
+def latex_inline(text: str) -> str:
+    """Text for LaTeX: escaped, code spans in typewriter type."""
+    parts = _CODE.split(str(text))
+    return "".join(f"\\texttt{{{latex_escape(p)}}}" if k % 2 else latex_escape(p) for k, p in enumerate(parts))
+
+
+def html_inline(text: str) -> str:
+    """Text for HTML: escaped, code spans as <code>."""
+    parts = _CODE.split(str(text))
+    return "".join(f"<code>{escape(p)}</code>" if k % 2 else escape(p) for k, p in enumerate(parts))
 
 
 @dataclass
@@ -477,7 +540,7 @@ def table1(inp: Inputs) -> Table:
         mean, std = mean_std(err)
         vs_random = inp.vs_random(bench, err)
         rows.append([display_name(label), "reproduced", fmt_pm(err), str(len(err)),
-                     fmt_num(_m(params)), fmt_num(_m(macs), 1),
+                     fmt_num(_m(params)), fmt_num(_m(macs), 0),
                      fmt_num(statistics.fmean(cost), 3) if cost else "—",
                      f"{paper['error']:.2f} ({paper['name']})" if paper else "—",
                      fmt_diff(err, paper["error"] if paper else None), fmt_interval(vs_random)])

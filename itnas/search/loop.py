@@ -4,8 +4,9 @@ architecture policy.
 Each step first updates the architecture (architect.py) on a batch of the architecture half,
 then the network weights on a batch of the weight half (DARTS order). The Gumbel temperature
 anneals linearly per epoch. After every epoch the run folder gets a checkpoint (resume = rerun
-the same command) and a history record: losses, accuracies, temperature, edge-weight entropy
-and the genotype derived at that point. How the steps run (device, precision, compilation) is
+the same command) and a history record: losses, accuracies, the temperature (for the variants
+with Gumbel-softmax; the others have none), edge-weight entropy and the genotype derived at
+that point. How the steps run (device, precision, compilation) is
 the `runtime` block's business (itnas/runtime.py); nothing here changes with it.
 """
 
@@ -221,6 +222,13 @@ class Searcher:
         return stability(state, self.method, genotype, self.cfg["derive"]["stability_taus"])
 
 
+# metrics.json keys tracked as MLflow metrics (results, at the last epoch) and as params (facts
+# of the run); the rest of metrics.json is the configuration, already tracked as params.
+RESULTS = ("train_loss", "train_acc", "val_loss", "val_acc", "wall_clock_s", "gpu_hours", "device_hours",
+           "peak_memory_bytes", "weights", "arch_params")
+SETTINGS = ("method", "device", "benchmark", "standin")
+
+
 def run_search(cfg: dict, seed: int, out: str | Path) -> dict[str, Any]:
     """Run (or resume) one search into `out`; returns its final metrics."""
     rt = search_runtime(cfg)
@@ -230,9 +238,10 @@ def run_search(cfg: dict, seed: int, out: str | Path) -> dict[str, Any]:
     searcher = Searcher(cfg, data.spec.num_classes, data.spec.channels, rt)
     variant, epochs = searcher.variant, cfg["epochs"]
     label = f"{variant} seed {seed} on {data.spec.name}{' (STAND-IN)' if data.spec.standin else ''}"
-    tags = {"stage": "search", "dataset": data.spec.name, "variant": variant, "seed": str(seed),
-            "standin": str(data.spec.standin).lower()}
-    with Run(out, identity(cfg, seed), "search", f"search-{variant}-seed{seed}", flatten(cfg), tags,
+    tags = {"stage": "search", "dataset": data.spec.name, "benchmark": data.spec.benchmark, "variant": variant,
+            "seed": str(seed), "standin": str(data.spec.standin).lower()}
+    params = {**flatten(cfg), "seed": seed, "variant": variant}
+    with Run(out, identity(cfg, seed), "search", f"search {variant} seed{seed} {data.spec.name}", params, tags,
              rt.progress) as run:
         start = run.resume(searcher.load)
         run.track()
@@ -242,8 +251,9 @@ def run_search(cfg: dict, seed: int, out: str | Path) -> dict[str, Any]:
         for epoch in range(start, epochs):
             record = search_epoch(searcher, data, run, epoch)
             run.end_epoch(epoch, record, searcher.state())
-            log.info("epoch %d/%d  tau %.3f  lr %.4g  train loss %.4f acc %.2f%%  val loss %s acc %s  "
-                     "entropy n %.3f r %.3f  %.1fs", epoch + 1, epochs, record["tau"], record["lr"],
+            log.info("epoch %d/%d  %slr %.4g  train loss %.4f acc %.2f%%  val loss %s acc %s  "
+                     "entropy n %.3f r %.3f  %.1fs", epoch + 1, epochs,
+                     f"tau {record['tau']:.3f}  " if "tau" in record else "", record["lr"],
                      record["train_loss"], record["train_acc"], _fmt(record.get("val_loss")),
                      _fmt(record.get("val_acc"), "%"), record["entropy_normal"], record["entropy_reduce"],
                      record["epoch_s"])
@@ -252,8 +262,8 @@ def run_search(cfg: dict, seed: int, out: str | Path) -> dict[str, Any]:
         genotype = searcher.genotype()
         metrics = final_metrics(cfg, seed, run, searcher, data, genotype)
         save_arch_state(run.path / "arch_state.json", searcher.arch_state())
-        save_genotype(run.path / "genotype.json", genotype)
-        run.finish(metrics, artifacts=("genotype.json", "arch_state.json"))
+        save_genotype(run.path / "genotype.json", genotype, name=f"{variant}-seed{seed}")
+        run.finish(metrics, artifacts=("genotype.json", "arch_state.json"), results=RESULTS, settings=SETTINGS)
     log.info("search %s done: val acc %s, genotype hash %s -> %s", label, _fmt(metrics["val_acc"], "%"),
              metrics["genotype_hash"], out)
     return metrics
@@ -284,7 +294,8 @@ def search_epoch(searcher: Searcher, data: SearchBatches, run: Run, epoch: int) 
     bar.close()
     searcher.scheduler.step()
     record: dict[str, Any] = {
-        "lr": lr, "tau": tau,
+        "lr": lr,
+        **({"tau": tau} if has_temperature(cfg) else {}),  # softmax alone has no temperature
         "train_loss": loss_sum / max(seen, 1), "train_acc": 100.0 * correct / max(seen, 1),
         "arch_loss": arch_loss_sum / max(seen, 1),
     }
@@ -296,6 +307,11 @@ def search_epoch(searcher: Searcher, data: SearchBatches, run: Run, epoch: int) 
     record["genotype"] = searcher.genotype().to_json()
     record["epoch_s"] = time.monotonic() - t0
     return record
+
+
+def has_temperature(cfg: dict) -> bool:
+    """Whether the schedule tau acts on the search: only through Gumbel-softmax."""
+    return bool(cfg["arch"]["gumbel"])
 
 
 def final_metrics(cfg: dict, seed: int, run: Run, searcher: Searcher, data: SearchBatches,

@@ -1,7 +1,7 @@
 """Architecture policies: how each cell type's 14 edge-weight vectors Z(i, j) are produced.
 
 One small interface (`ArchPolicy.edge_weights`) hands the supernet a [14, K] tensor per cell
-type, rows in `space.ALL_EDGES` order. Three policies implement it (SPEC section 2):
+type, rows in `space.ALL_EDGES` order. Three policies implement it (docs/method.md):
 
 - `SoftmaxPolicy`     DARTS: softmax(alpha), one alpha per edge.
 - `GumbelPolicy`      annealed Gumbel-softmax: softmax((alpha + G) / tau), G = -log(-log U),
@@ -43,7 +43,7 @@ from itnas.space import (
 
 
 def temperature(epoch: int, epochs: int, start: float = 5.0, end: float = 0.5) -> float:
-    """Linear per-epoch annealing: start at epoch 0, end at the last epoch (SPEC section 2)."""
+    """Linear per-epoch annealing: start at epoch 0, end at the last epoch (docs/method.md)."""
     if epochs <= 1:
         return float(start)
     return float(start - (start - end) * epoch / (epochs - 1))

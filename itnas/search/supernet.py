@@ -1,9 +1,9 @@
-"""The search supernet (SPEC section 1): a mixed op on each of a cell's 14 edges, cells stacked
+"""The search supernet (docs/method.md): a mixed op on each of a cell's 14 edges, cells stacked
 with reductions at 1/3 and 2/3 of the depth.
 
 The network is plain PyTorch: its forward takes the edge weights of each cell type from the
 policy (policies.py), which holds the architecture parameters beside it, as pt.darts keeps its
-controller. Node j of a cell is I(j) = sum_i sum_k Z_k(i, j) o_k(I(i)) (SPEC section 2).
+controller. Node j of a cell is I(j) = sum_i sum_k Z_k(i, j) o_k(I(i)) (Eq. 2 of the paper).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Training of one evaluation network under the CIFAR or ImageNet protocol (SPEC section 7): the
+"""Training of one evaluation network under the CIFAR or ImageNet protocol (docs/training.md): the
 loop shared by `itnas train` and `itnas select`, its schedules, the step, evaluation and metrics.
 
 A step's global batch (`data.batch_size`) never changes with the number of processes: each of
@@ -49,6 +49,12 @@ log = logging.getLogger(__name__)
 
 # Config keys that do not change what a training computes: a run may resume with other values.
 NOT_IDENTITY = ("runtime", "data_root", "selection")
+# metrics.json keys tracked as MLflow metrics (results, at the last epoch; the evaluation's are
+# in the last epoch's record already) and as params (facts of the run); the rest is configuration.
+RESULTS = ("train_loss", "train_acc", "params", "params_with_aux", "macs", "wall_clock_s", "gpu_hours",
+           "peak_memory_bytes")
+SETTINGS = ("device", "world_size", "micro_batch", "accumulation", "amp", "channels_last", "benchmark",
+            "standin", "protocol", "train_size", "genotype_hash")
 
 
 # ----------------------------------------------------------------------------- config
@@ -220,7 +226,7 @@ class Trainer:
                 bar.set_postfix(loss=f"{loss_sum / n:.3f}", lr=f"{lr:.3g}", refresh=False)
         if bar is not None:
             bar.close()
-        return {"loss": totals[0] / totals[2], "acc": 100.0 * totals[1] / totals[2], "lr": lr0,
+        return {"train_loss": totals[0] / totals[2], "train_acc": 100.0 * totals[1] / totals[2], "lr": lr0,
                 "drop_path_prob": self.model.drop_path_prob}
 
     def _step(self, batches: Iterator) -> torch.Tensor:
@@ -297,12 +303,14 @@ def run_identity(cfg: dict, genotype: Genotype, data: TrainData, seed: int, stag
 
 def train(cfg: dict, genotype: Genotype, label: str, data: TrainData, out: str | Path, seed: int,
           rt: Runtime | None = None, ctx: DistContext | None = None, stage: str = "train",
-          eval_name: str = "test") -> dict[str, Any]:
+          eval_name: str = "test", run_name: str | None = None, tags: dict[str, str] | None = None) -> dict[str, Any]:
     """Train (or resume) one network in `out` and return its metrics (also `out/metrics.json`).
 
-    `rt` is the config's runtime block resolved (done here when not given); `eval_name` prefixes
-    the evaluation keys: `test` for `itnas train`, `valid` when the evaluation set is a held-out
-    part of the training set (`itnas select`).
+    `label` names the cell (a published name, or the `name` of its genotype file) in
+    genotype.json, metrics.json and the MLflow run, which `run_name` and `tags` may name and tag
+    otherwise. `rt` is the config's runtime block resolved (done here when not given);
+    `eval_name` prefixes the evaluation keys: `test` for `itnas train`, `valid` when the
+    evaluation set is a held-out part of the training set (`itnas select`).
     """
     ctx = ctx or DistContext()
     rt = rt or resolve_runtime(cfg["runtime"], "train", distributed=ctx.enabled)
@@ -310,12 +318,13 @@ def train(cfg: dict, genotype: Genotype, label: str, data: TrainData, out: str |
         raise UserError(f"dataset '{data.dataset}' follows the {data.protocol} protocol but the config "
                         f"says '{cfg['protocol']}'")
     trainer = Trainer(cfg, genotype, data, seed, ctx, rt)
-    tags = {"stage": stage, "dataset": data.dataset, "genotype": label, "genotype_hash": genotype.hash(),
-            "seed": str(seed), "standin": str(data.standin).lower()}
-    params = {**config_mod.flatten(cfg), "genotype": label, "dataset": data.dataset, "seed": seed,
-              "world_size": ctx.world_size}
-    run = Run(out, run_identity(cfg, genotype, data, seed, stage), stage, f"{stage}-{label}-{data.dataset}-s{seed}",
-              params, tags, rt.progress, is_main=ctx.is_main)
+    tags = {"stage": stage, "dataset": data.dataset, "benchmark": data.benchmark, "label": label,
+            "genotype_hash": genotype.hash(), "seed": str(seed), "standin": str(data.standin).lower(),
+            **(tags or {})}
+    params = {**config_mod.flatten(cfg), "genotype": label, "dataset": data.dataset, "seed": seed}
+    run = Run(out, run_identity(cfg, genotype, data, seed, stage), stage,
+              run_name or f"{stage} {label} {data.dataset} seed{seed}", params, tags, rt.progress,
+              is_main=ctx.is_main)
     epochs = cfg["epochs"]
     with run:
         if ctx.is_main:
@@ -342,7 +351,7 @@ def train(cfg: dict, genotype: Genotype, label: str, data: TrainData, out: str |
                 record.update({f"{eval_name}_{k}": v for k, v in trainer.evaluate().items()})
             else:
                 dist_mod.broadcast_buffers(trainer.model, ctx)
-            record["time_s"] = time.monotonic() - t0
+            record["epoch_s"] = time.monotonic() - t0
             run.end_epoch(epoch, record, trainer.state())
             if ctx.is_main:
                 log.info(_epoch_line(epoch, epochs, record, eval_name))
@@ -354,19 +363,19 @@ def train(cfg: dict, genotype: Genotype, label: str, data: TrainData, out: str |
         if ctx.is_main:
             metrics["peak_memory_bytes"] = int(peak)
             save_weights(run.path / "model.pt", trainer.model.state_dict())
-            run.finish(metrics, artifacts=("genotype.json",))
+            run.finish(metrics, artifacts=("genotype.json",), results=RESULTS, settings=SETTINGS)
             log.info("%s done: %s", stage, _final_line(metrics, eval_name))
         dist_mod.barrier(ctx)
     return metrics
 
 
 def _epoch_line(epoch: int, epochs: int, r: dict, eval_name: str) -> str:
-    line = (f"epoch {epoch + 1}/{epochs}  loss {r['loss']:.4f}  train acc {r['acc']:.2f}%  "
+    line = (f"epoch {epoch + 1}/{epochs}  loss {r['train_loss']:.4f}  train acc {r['train_acc']:.2f}%  "
             f"lr {r['lr']:.4g}  drop-path {r['drop_path_prob']:.3f}")
     if f"{eval_name}_top1_err" in r:
         line += (f"  {eval_name} err {r[f'{eval_name}_top1_err']:.2f}% "
                  f"(top-5 {r[f'{eval_name}_top5_err']:.2f}%)")
-    return line + f"  {r['time_s']:.1f}s"
+    return line + f"  {r['epoch_s']:.1f}s"
 
 
 def _final_line(m: dict, eval_name: str) -> str:
@@ -386,7 +395,7 @@ def _final_metrics(cfg: dict, genotype: Genotype, label: str, data: TrainData, s
         f"{eval_name}_top1_err": last[f"{eval_name}_top1_err"],
         f"{eval_name}_top5_err": last[f"{eval_name}_top5_err"],
         f"{eval_name}_loss": last[f"{eval_name}_loss"],
-        "train_loss": last["loss"], "train_acc": last["acc"],
+        "train_loss": last["train_loss"], "train_acc": last["train_acc"],
         "params": count_params(model), "params_with_aux": count_params(model, with_aux=True), "macs": macs,
         "epochs": cfg["epochs"], "wall_clock_s": wall,
         "gpu_hours": wall * ctx.world_size / 3600.0 if rt.device.type == "cuda" else 0.0,

@@ -1,14 +1,23 @@
 """Short-training selection (the DARTS protocol): train each candidate genotype briefly on part of
 the training set, score it on the held-out rest (never the test set), and keep the best.
+
+In MLflow a selection is one parent run (`select VARIANT DATASET`) with a nested run per
+candidate (`select VARIANT candidate-seedS`, tagged with the search seed it came from); the
+winner's run is tagged `winner=true`, and the parent names it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
+import os
+import re
 from pathlib import Path
 from typing import Any
 
+from itnas import tracking
+from itnas.config import flatten
 from itnas.data.loaders import KeyedSubset, build_dataset, split_indices, subset
 from itnas.data.registry import get_spec
 from itnas.errors import UserError
@@ -46,12 +55,21 @@ def candidate_config(cfg: dict) -> dict:
 
 
 def score_candidate(cfg: dict, genotype: Genotype, label: str, data: TrainData, out: Path, seed: int,
-                    rt: Runtime, ctx: DistContext) -> dict[str, Any]:
+                    rt: Runtime, ctx: DistContext, run_name: str | None = None,
+                    tags: dict[str, str] | None = None) -> dict[str, Any]:
     """Train one candidate (resumable, in its own run folder) and return its held-out scores."""
-    metrics = train(cfg, genotype, label, data, out, seed, rt, ctx, stage="select", eval_name="valid")
+    metrics = train(cfg, genotype, label, data, out, seed, rt, ctx, stage="select", eval_name="valid",
+                    run_name=run_name, tags=tags)
     return {"valid_top1_acc": 100.0 - metrics["valid_top1_err"] if metrics else None,
             "valid_top1_err": metrics.get("valid_top1_err"), "valid_loss": metrics.get("valid_loss"),
             "params": metrics.get("params")}
+
+
+def origin(label: str) -> tuple[str | None, str | None]:
+    """(variant, search seed) of a candidate labelled VARIANT-seedS (`itnas derive --name`);
+    (None, None) for other labels, e.g. a published cell."""
+    m = re.fullmatch(r"(.+)-seed(-?\d+)", label)
+    return (m.group(1), m.group(2)) if m else (None, None)
 
 
 def select(cfg: dict, candidates: list[tuple[Genotype, str]], data: TrainData, out: str | Path, seed: int,
@@ -61,31 +79,62 @@ def select(cfg: dict, candidates: list[tuple[Genotype, str]], data: TrainData, o
     rt = rt or resolve_runtime(cfg["runtime"], "train", distributed=ctx.enabled)
     out = Path(out)
     ccfg = candidate_config(cfg)
-    seen: dict[str, dict[str, Any]] = {}
-    rows = []
+    # The variant: the workflow's label, else the one all candidates' names share.
+    found = {origin(label)[0] for _, label in candidates}
+    variant = os.environ.get("ITNAS_LABEL") or (found.pop() if len(found) == 1 else None)
+    # Equal genotypes (two seeds that found the same cell) are trained once, under the first label.
+    seeds_of: dict[str, list[str]] = {}
     for genotype, label in candidates:
-        key = genotype.hash()
-        if key not in seen:
-            if ctx.is_main:
-                log.info("candidate %d/%d: %s [%s], %d epochs", len(seen) + 1, len(candidates), label, key,
-                         ccfg["epochs"])
-            seen[key] = score_candidate(ccfg, genotype, label, data, out / "candidates" / key, seed, rt, ctx)
-        rows.append({"genotype": label, "hash": key, "run": f"candidates/{key}", **seen[key]})
-    if not ctx.is_main:
-        return {}
-    # max() keeps the first of equal scores, so ties go to the candidate listed first.
-    best = max(range(len(rows)), key=lambda i: rows[i]["valid_top1_acc"])
-    winner = rows[best]
-    result = {
-        "dataset": data.dataset, "standin": data.standin, "seed": seed, "epochs": ccfg["epochs"],
-        "train_portion": cfg["selection"]["train_portion"], "train_size": len(data.train),
-        "holdout_size": len(data.evaluation),
-        "scored_on": "held-out part of the training set (top-1 accuracy, %)",
-        "candidates": rows, "winner": winner,
-    }
-    write_json(out / "selection.json", result)
-    save_genotype(out / "genotype.json", candidates[best][0], name=winner["genotype"],
-                  source=f"itnas select: best of {len(rows)} after {ccfg['epochs']} epochs")
+        seeds_of.setdefault(genotype.hash(), [])
+        if origin(label)[1] is not None:
+            seeds_of[genotype.hash()].append(origin(label)[1])
+    tags = {"stage": "select", "dataset": data.dataset, "benchmark": data.benchmark, "seed": str(seed),
+            "standin": str(data.standin).lower(), **({"variant": variant} if variant else {})}
+    if ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        parent = tracking.start_run(
+            "select", f"select {variant or 'cells'} {data.dataset}",
+            {**flatten(ccfg), "seed": seed, "candidates": [label for _, label in candidates]}, tags, folder=out)
+    else:
+        parent = contextlib.nullcontext(tracking.NullRun())
+    with parent as run:
+        rows, seen = [], {}
+        for genotype, label in candidates:
+            key = genotype.hash()
+            if key not in seen:
+                if ctx.is_main:
+                    log.info("candidate %d/%d: %s [%s], %d epochs", len(seen) + 1, len(candidates), label, key,
+                             ccfg["epochs"])
+                search_seeds = seeds_of[key]
+                name = f"candidate-seed{search_seeds[0]}" if search_seeds else f"candidate {label}"
+                child_tags = {**tags, "candidate": label,
+                              **({"search_seed": ",".join(search_seeds)} if search_seeds else {}),
+                              **({"mlflow.parentRunId": run.run_id} if run.run_id else {})}
+                seen[key] = score_candidate(ccfg, genotype, label, data, out / "candidates" / key, seed, rt, ctx,
+                                            run_name=f"select {variant or 'cells'} {name}", tags=child_tags)
+            rows.append({"genotype": label, "hash": key, "run": f"candidates/{key}", **seen[key]})
+        if not ctx.is_main:
+            return {}
+        # max() keeps the first of equal scores, so ties go to the candidate listed first.
+        best = max(range(len(rows)), key=lambda i: rows[i]["valid_top1_acc"])
+        winner = rows[best]
+        result = {
+            "dataset": data.dataset, "standin": data.standin, "seed": seed, "epochs": ccfg["epochs"],
+            "train_portion": cfg["selection"]["train_portion"], "train_size": len(data.train),
+            "holdout_size": len(data.evaluation),
+            "scored_on": "held-out part of the training set (top-1 accuracy, %)",
+            "candidates": rows, "winner": winner,
+        }
+        write_json(out / "selection.json", result)
+        name = f"{variant}-selected" if variant else f"selected-{winner['genotype']}"
+        save_genotype(out / "genotype.json", candidates[best][0], name=name,
+                      source=f"itnas select: {winner['genotype']}, the best of {len(rows)} after "
+                             f"{ccfg['epochs']} epochs")
+        for key in seen:
+            tracking.tag_run_in(out / "candidates" / key, {"winner": str(key == winner["hash"]).lower()})
+        run.set_tags({"winner": winner["genotype"], "winner_hash": winner["hash"]})
+        run.log_metrics({"winner_valid_top1_acc": winner["valid_top1_acc"]}, step=ccfg["epochs"])
+        run.log_artifact(str(out / "selection.json"))
     log.info("selected %s [%s]: held-out accuracy %.2f%%", winner["genotype"], winner["hash"],
              winner["valid_top1_acc"])
     return result

@@ -8,6 +8,8 @@ pooling, BatchNorm, ReLU, additions and concatenations are not counted.
 
 from __future__ import annotations
 
+import logging
+
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
@@ -18,6 +20,8 @@ from itnas.search.supernet import SearchNetwork
 from itnas.space import Genotype, search_primitives
 from itnas.train.networks import PROTOCOL_DEFAULTS, build_network, count_params
 from itnas.variants import Variant
+
+log = logging.getLogger(__name__)
 
 
 def count_macs(model: nn.Module, image_size: int, in_channels: int = 3) -> int:
@@ -49,6 +53,8 @@ def dataset_stats(genotype: Genotype, dataset: str, layers: int | None = None,
                   init_channels: int | None = None) -> dict[str, int]:
     """`network_stats` at the protocol, classes and evaluation resolution of a registered dataset."""
     spec = get_spec(dataset)
+    log.info("building the evaluation network of genotype %s for %s and counting its parameters and "
+             "MACs (one forward pass on the CPU: up to a minute at ImageNet's 224 px)", genotype.hash(), spec.name)
     return network_stats(genotype, spec.protocol, spec.num_classes, spec.image_size, layers,
                          init_channels, spec.channels)
 

@@ -448,7 +448,7 @@ def _check_graphed_training(cuda, mode):
     start = [p.detach().clone() for p in eager.model.parameters()]
     for epoch in range(2):
         (train_e, test_e), (train_g, test_g) = [(t.train_epoch(epoch), t.evaluate()) for t in trainers]
-        assert _close(train_g["loss"], train_e["loss"], 1e-3), (epoch, train_g, train_e)
+        assert _close(train_g["train_loss"], train_e["train_loss"], 1e-3), (epoch, train_g, train_e)
         assert _close(test_g["loss"], test_e["loss"], 1e-3), (epoch, test_g, test_e)
     for (name, pe), pg, p0 in zip(eager.model.named_parameters(), graphed.model.parameters(), start):
         assert_rel_close(pg.detach() - p0, pe.detach() - p0, 1e-2, name)

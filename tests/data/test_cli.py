@@ -26,13 +26,15 @@ def test_verify_of_a_corrupt_dataset_names_the_file(standin_root, tmp_path, caps
     assert rc == 2 and len(err.splitlines()) == 1 and "test_images.npy" in err
 
 
-def test_fetch_then_verify_a_stand_in(tmp_path, capsys):
+def test_fetch_then_verify_a_stand_in(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("itnas.data.manifest.SAY_BYTES", 1)  # as if it were a large dataset
     assert main(["data", "fetch", "synthetic-cifar100", "--root", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "STAND-IN (synthetic, not cifar100)" in out
     assert main(["data", "verify", "synthetic-cifar100", "--root", str(tmp_path)]) == 0
     out, err = capsys.readouterr()
     assert out == f"ok: synthetic-cifar100 (5 files) at {tmp_path / 'synthetic-cifar100'}\n"
+    assert "checking the 5 files of synthetic-cifar100" in err  # said before reading every byte
 
 
 def test_unknown_dataset_is_a_one_line_error(tmp_path, capsys):

@@ -270,3 +270,16 @@ def test_imagenet_prepares_placed_archives_into_class_folders(tmp_path, monkeypa
     with pytest.raises(DataError) as exc:
         verify("imagenet", tmp_path)
     assert "train/n0002" in one_line(exc)
+
+
+def test_a_fresh_empty_folder_is_fetched_without_a_rebuilding_warning(tmp_path, caplog):
+    """Snakemake creates the output's folder before the job runs: that is no broken dataset."""
+    (tmp_path / "synthetic-svhn").mkdir()
+    with caplog.at_level("WARNING", logger="itnas.data.fetch"):
+        fetch("synthetic-svhn", tmp_path)
+    assert not caplog.records, [r.getMessage() for r in caplog.records]
+    verify("synthetic-svhn", tmp_path)
+    (tmp_path / "synthetic-svhn" / MANIFEST).unlink()  # a folder with content and no manifest is broken
+    with caplog.at_level("WARNING", logger="itnas.data.fetch"):
+        fetch("synthetic-svhn", tmp_path)
+    assert any("rebuilding synthetic-svhn" in r.getMessage() for r in caplog.records)

@@ -1,13 +1,18 @@
 """Tables 1-4 from fake run folders: published rows, mean ± std over seeds, loud missing seeds,
-stand-in titles, and the three output formats."""
+stand-in titles, and the four output formats as other tools read them (pandas for the CSV, a
+LaTeX engine for the .tex where one is installed, an HTML parser)."""
 
 from __future__ import annotations
 
-import csv
 import json
+import re
+import shutil
 import statistics
+import subprocess
+from html.parser import HTMLParser
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from itnas.cli import main
@@ -30,10 +35,11 @@ def _search(root: Path, dataset: str, variant: str, seed: int, gpu_hours: float,
                    "gpu_hours": gpu_hours, "wall_clock_s": 3600 * gpu_hours})
 
 
-def _train(root: Path, dataset: str, label: str, seed: int, err: float, standin: bool) -> str:
+def _train(root: Path, dataset: str, label: str, seed: int, err: float, standin: bool,
+           macs: int = 528_000_000) -> str:
     return _write(root / "train" / dataset / label / f"seed{seed}" / "metrics.json",
                   {"test_top1_err": err, "test_top5_err": err / 3, "params": 3_349_342,
-                   "params_with_aux": 3_980_000, "macs": 528_000_000, "dataset": dataset,
+                   "params_with_aux": 3_980_000, "macs": macs, "dataset": dataset,
                    "standin": standin, "gpu_hours": 5.0})
 
 
@@ -160,18 +166,117 @@ def test_the_command_writes_markdown_csv_latex_and_html(runs, tmp_path):
     assert names == sorted(f"table{i}.{ext}" for i in range(1, 5) for ext in ("md", "csv", "tex", "html"))
     md = (out / "table1.md").read_text()
     assert md.startswith("# Table 1") and "| ITNAS (our search) | reproduced |" in md
-    with open(out / "table2.csv") as fh:
-        assert fh.readline().startswith("# Table 2")
-        rows = list(csv.DictReader(fh))
-    itnas = next(r for r in rows if r["variant"] == "itnas")
-    assert float(itnas["error_mean"]) == pytest.approx(2.45) and itnas["n_seeds"] == "2"
-    assert float(itnas["diff"]) == pytest.approx(0.0, abs=1e-9)
     tex = (out / "table3.tex").read_text()
     assert "\\begin{tabular}" in tex and "$\\pm$" not in tex.split("ITNAS (our search)")[0].split("\\midrule")[0]
     assert "24.04" in tex and "\\bottomrule" in tex
     assert "<table>" in (out / "table4.html").read_text()
     for n in range(1, 5):  # plain ASCII: pdflatex takes it without inputenc tricks
         assert (out / f"table{n}.tex").read_text().isascii(), n
+
+
+def _written(runs, tmp_path, standin: bool = False) -> tuple[Path, list[tables.Table]]:
+    if standin:
+        root = tmp_path / "standin"
+        search = [_search(root, "synthetic-cifar10", v, s, 0.05, True) for v in tables.VARIANTS for s in (0, 1)]
+        train = [_train(root, f"synthetic-{b}", "itnas", s, 50.0, True, macs=183_000)
+                 for b in ("cifar10", "cifar100", "cinic10", "svhn", "imagenet") for s in (0, 1)]
+        built = tables.build(PUBLISHED, search, train, [])
+    else:
+        built = tables.build(PUBLISHED, runs["search"], runs["train"], runs["select"])
+    out = tmp_path / ("standin-tables" if standin else "tables")
+    tables.write(built, out)
+    return out, built
+
+
+@pytest.mark.parametrize("standin", [False, True])
+def test_the_csv_is_plain_csv_that_pandas_reads_without_options(runs, tmp_path, standin):
+    out, built = _written(runs, tmp_path, standin)
+    for table in built:
+        frame = pd.read_csv(out / f"{table.name}.csv")
+        assert list(frame.columns) == table.csv_fields, table.name
+        assert len(frame) == len(table.csv_rows)
+    if not standin:
+        t2 = pd.read_csv(out / "table2.csv").set_index("variant")
+        assert t2.loc["itnas", "error_mean"] == pytest.approx(2.45) and t2.loc["itnas", "n_seeds"] == 2
+        assert t2.loc["itnas", "diff"] == pytest.approx(0.0, abs=1e-9)
+
+
+class _Cells(HTMLParser):
+    """The text of every table cell (per row) and the <code> spans of an HTML page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[list[str]] = []
+        self.code: list[str] = []
+        self._open: set[str] = set()
+
+    def handle_starttag(self, tag, attrs):
+        self._open.add(tag)
+        if tag == "tr":
+            self.rows.append([])
+        elif tag in ("td", "th"):
+            self.rows[-1].append("")
+        elif tag == "code":
+            self.code.append("")
+
+    def handle_endtag(self, tag):
+        self._open.discard(tag)
+
+    def handle_data(self, data):
+        if self._open & {"td", "th"}:
+            self.rows[-1][-1] += data
+        if "code" in self._open:
+            self.code[-1] += data
+
+
+@pytest.mark.parametrize("standin", [False, True])
+def test_the_html_parses_has_no_markdown_and_every_numeric_column_has_one_format(runs, tmp_path, standin):
+    out, built = _written(runs, tmp_path, standin)
+    for table in built:
+        page = _Cells()
+        page.feed((out / f"{table.name}.html").read_text())
+        header, *rows = page.rows
+        assert header == table.headers and len(rows) == len(table.rows), table.name
+        assert all(len(row) == len(header) for row in rows)
+        assert "`" not in (out / f"{table.name}.html").read_text(), table.name
+        for k, name in enumerate(header):
+            numbers = [row[k] for row in rows if re.fullmatch(r"[+-]?\d+(\.\d+)?( ± \d+(\.\d+)?)?", row[k])]
+            decimals = {len(n.split(" ")[0].partition(".")[2]) for n in numbers}
+            assert len(decimals) <= 1, f"{table.name} column {name!r}: {sorted(set(numbers))[:6]}"
+
+
+def test_markdown_code_spans_become_code_in_html_and_typewriter_in_latex():
+    text = "the `darts_2nd` variant & `itnas select`"
+    assert tables.html_inline(text) == "the <code>darts_2nd</code> variant &amp; <code>itnas select</code>"
+    assert tables.latex_inline(text) == r"the \texttt{darts\_2nd} variant \& \texttt{itnas select}"
+
+
+def test_a_tiny_stand_in_network_shows_its_macs_and_search_cost_not_zero(runs, tmp_path):
+    _, built = _written(runs, tmp_path, standin=True)
+    t1, _, t3, _ = built
+    flops = {row[0]: row for row in t3.text_rows()}["ITNAS (our search)"][6]
+    assert flops == "0.18", flops  # 183,000 MACs in millions, two significant digits
+    cost = {row[0]: row for row in t1.text_rows()}["ITNAS (our search)"][6]
+    assert float(cost) > 0, cost
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None,
+                    reason="no TeX engine (pdflatex) on this machine: the .tex files are not compiled "
+                           "(.ci/run installs none)")
+@pytest.mark.parametrize("standin", [False, True])
+def test_the_latex_compiles_with_the_packages_its_header_names(runs, tmp_path, standin):
+    out, built = _written(runs, tmp_path, standin)
+    header = (out / "table1.tex").read_text().splitlines()[0]
+    packages = re.findall(r"\\usepackage\{[^}]+\}", header)
+    assert packages, header
+    body = "\n".join(f"\\input{{{t.name}.tex}}\\clearpage" for t in built)
+    (out / "all.tex").write_text("\\documentclass{article}\n" + "\n".join(packages)
+                                 + f"\n\\begin{{document}}\n{body}\n\\end{{document}}\n")
+    run = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "all.tex"], cwd=out,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout[-3000:]
+    for table in built:
+        assert "`" not in (out / f"{table.name}.tex").read_text(), table.name
 
 
 def test_a_missing_file_is_a_one_line_error_from_the_command(runs, tmp_path, capsys):
@@ -227,8 +332,9 @@ def test_random_cells_are_one_row_and_every_row_gets_its_difference_to_them(with
     assert abl["Gumbel only (gumbel)"][10] == f"9.50 ± {statistics.stdev([9, 10]):.2f} (9.00–10.00, 2)"
     out = tmp_path / "t"
     tables.write([t1, t2], out)
-    itnas = next(r for r in csv.DictReader(open(out / "table1.csv").readlines()[1:]) if r["label"] == "itnas")
-    assert float(itnas["diff_random"]) == pytest.approx(diff) and float(itnas["diff_random_low"]) == pytest.approx(low)
+    frame = pd.read_csv(out / "table1.csv")
+    itnas = frame[frame["label"] == "itnas"].iloc[0]
+    assert itnas["diff_random"] == pytest.approx(diff) and itnas["diff_random_low"] == pytest.approx(low)
 
 
 def test_the_bootstrap_interval_is_exact_without_spread_and_covers_zero_between_equals():

@@ -108,9 +108,10 @@ def _write(tmp_path, obj, name="state.json"):
 def test_derive_cli_writes_the_tiep_genotype_of_a_hand_written_file(tmp_path, capsys):
     src = _write(tmp_path, state_of(hand_worked_cell()))
     out = tmp_path / "g.json"
-    assert main(["derive", "--arch-state", str(src), "--method", "tiep", "--out", str(out)]) == 0
+    assert main(["derive", "--arch-state", str(src), "--method", "tiep", "--out", str(out),
+                 "--name", "itnas-seed2"]) == 0
     written = json.loads(out.read_text())
-    assert written["normal"][3] == ["dil_conv_3x3", 2]
+    assert written["normal"][3] == ["dil_conv_3x3", 2] and written["name"] == "itnas-seed2"
     assert written["reduce_concat"] == [2, 3, 4, 5]
 
 

@@ -3,7 +3,8 @@
 Jobs go through sbatch with a GPU request, every GPU job gets its own CUDA_VISIBLE_DEVICES
 (no two jobs that run at the same time share a device), the smoke DAG's tables appear, and
 .ci/slurm-down leaves none of the daemons .ci/slurm-up started alive. Skipped, with the
-script's reason, where SLURM cannot be installed (not root, no apt-get).
+script's reason, where SLURM cannot be installed (not root, no apt-get) or where the machine runs
+a SLURM of its own (a cluster login node), which .ci/slurm-up leaves alone.
 
 The evidence is read back from SLURM itself: `scontrol show job` keeps each finished job for
 MinJobAge (600 s) with its request (TresPerJob=gres:gpu:N, i.e. sbatch --gpus=N), and the
@@ -55,6 +56,7 @@ class Job:
     start: float
     end: float
     partition: str
+    mem_mb: int  # memory asked for the node (sbatch --mem)
 
 
 @pytest.fixture(scope="module")
@@ -113,8 +115,15 @@ def slurm_jobs(cluster: Cluster, workdir: Path) -> list[Job]:
         jobs.append(Job(job_id=job_id, rule=re.sub(r"^rule_|_wildcards_.*$", "", comment),
                         gpus_requested=int(requested.group(1)) if requested else 0,
                         devices=frozenset(int(d) for d in visible.split(",") if d != "-"),
-                        start=start, end=end, partition=field["Partition"]))
+                        start=start, end=end, partition=field["Partition"],
+                        mem_mb=_megabytes(field["MinMemoryNode"])))
     return jobs
+
+
+def _megabytes(text: str) -> int:
+    """scontrol's memory figure (2000M, 2G, 1T) in MB."""
+    number, unit = float(text[:-1]), text[-1].upper()
+    return int(number * {"M": 1, "G": 1024, "T": 1024 ** 2}[unit])
 
 
 def assert_gpu_jobs_isolated(jobs: list[Job]) -> int:
@@ -263,8 +272,10 @@ def test_the_smoke_dag_runs_through_the_slurm_profile(smoke_run):
     assert_gpu_jobs_isolated(gpu_jobs)
     assert all(not j.gpus_requested and not j.devices for j in jobs if j not in gpu_jobs)
     assert {j.partition for j in jobs} == {"gpu"}  # SBATCH_PARTITION, through the profile
-    for canary in (j for j in jobs if j.rule == CANARY):  # when the workflow has one
-        assert all(canary.end <= j.start for j in jobs if j.rule == "train_imagenet")
+    [canary] = [j for j in jobs if j.rule == CANARY]  # the ImageNet canary ran first
+    assert all(canary.end <= j.start for j in jobs if j.rule == "train_imagenet")
+    # The smoke config's resources, not the paper's: every job fits the test node's 16 GB.
+    assert max(j.mem_mb for j in jobs) <= 2000, sorted((j.rule, j.mem_mb) for j in jobs)
 
 
 def test_itnas_runs_record_the_gpus_slurm_gave_them(smoke_run):
@@ -278,6 +289,35 @@ def test_itnas_runs_record_the_gpus_slurm_gave_them(smoke_run):
         assert allocation, f"{path}: no 'allocation' record (slurm_job_id, cuda_visible_devices)"
         job = by_id[allocation["slurm_job_id"]]
         assert {int(d) for d in allocation["cuda_visible_devices"].split(",")} == job.devices
+
+
+def test_slurm_up_leaves_a_machine_with_its_own_slurm_alone(tmp_path):
+    """A login node: SLURM_CONF names the site's cluster. slurm-up starts nothing and exits 77
+    with its reason (so the tests above skip), before it would install or touch anything."""
+    site = tmp_path / "site" / "slurm.conf"
+    site.parent.mkdir()
+    site.write_text("ClusterName=site\n")
+    ours = tmp_path / "ours"
+    run = subprocess.run([str(UP)], env=dict(os.environ, SLURM_CONF=str(site), ITNAS_SLURM_DIR=str(ours)),
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == CANNOT_INSTALL, run.stdout + run.stderr
+    if os.geteuid() == 0:
+        assert run.stdout.strip() == ("slurm-up: not starting a private SLURM: SLURM_CONF points at another "
+                                      f"cluster's configuration ({site})")
+    assert not ours.exists()
+
+
+def test_slurm_up_does_not_start_a_second_cluster_beside_a_running_one(cluster, tmp_path):
+    """The running test cluster plays the site's: /etc/slurm/slurm.conf and the daemons are not
+    those of a start from another folder, which must leave them alone."""
+    env = {k: v for k, v in cluster.env.items() if k != "SLURM_CONF"}
+    run = subprocess.run([str(UP)], env=dict(env, ITNAS_SLURM_DIR=str(tmp_path / "second")),
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == CANNOT_INSTALL, run.stdout + run.stderr
+    assert "not starting a private SLURM" in run.stdout and "/etc/slurm/slurm.conf" in run.stdout
+    assert all(alive(pid) for _, pid in cluster.daemons)
+    ping = subprocess.run(["scontrol", "ping"], env=cluster.env, capture_output=True, text=True, timeout=30)
+    assert "UP" in ping.stdout
 
 
 def test_slurm_down_stops_exactly_the_daemons_slurm_up_started(cluster):

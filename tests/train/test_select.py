@@ -21,7 +21,7 @@ TINY = ["--set", "data.batch_size=16", "--set", "model.layers=5", "--set", "mode
 def test_selection_picks_the_genotype_with_the_higher_held_out_accuracy(tmp_path, monkeypatch):
     scores = {"DARTS_V1": 71.0, "DARTS_V2": 64.0}
 
-    def fake_score(cfg, genotype, label, data, out, seed, ctx, device):
+    def fake_score(cfg, genotype, label, data, out, seed, ctx, device, **tracking):
         assert cfg["epochs"] == 3  # the selection's epoch budget, not the full recipe's
         return {"valid_top1_acc": scores[label], "valid_top1_err": 100 - scores[label]}
 

@@ -91,3 +91,9 @@ def test_stats_misuse_is_a_one_line_error(capsys, args, needle):
     assert main(["stats", *args]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and needle in err, err
+
+
+def test_stats_says_what_it_does_before_the_long_part(capsys):
+    assert main(["stats", "--genotype", "DARTS_V2", "--dataset", "synthetic-cifar10", "--layers", "5",
+                 "--init-channels", "4"]) == 0
+    assert "counting its parameters and MACs" in capsys.readouterr().err

@@ -1,7 +1,10 @@
 """The workflow's shape without running it: lint, jobs per rule of the paper and smoke DAGs,
-GPU requests, and refusal of malformed configs before any job starts."""
+GPU requests, the ImageNet canary, per-rule resources from the config, profiles that name only
+rules that exist, and refusal of malformed configs before any job starts."""
 
 from __future__ import annotations
+
+import re
 
 import pytest
 import yaml
@@ -16,6 +19,7 @@ PAPER_JOBS = {
     "sample": 4,            # random cells
     "train": 58,            # CIFAR-10 (6 genotypes + 4 random) x 4 seeds + 3 datasets x 3 genotypes x 2 seeds
     "train_imagenet": 2,    # ITNAS and DARTS_V2, one seed
+    "gpu_check": 1,         # the canary before them
     "plot_cell": 4,
     "plot_search": 4,
     "tables": 1,
@@ -25,7 +29,11 @@ SMOKE_JOBS = {
     "data_fetch": 5, "search": 8, "derive": 8, "select": 4, "sample": 2,
     "train": 16 + 3 * 2,  # CIFAR-10 (6 genotypes + 2 random) x 2 seeds; CIFAR-100, CINIC-10, SVHN ITNAS x 2 seeds
     "train_imagenet": 2, "plot_cell": 4, "plot_search": 4, "tables": 1, "all": 1,
+    "gpu_check": 1,  # the canary before the ImageNet trainings
 }
+PROFILES = [REPO / "profiles" / "default" / "config.yaml", REPO / "workflow" / "profiles" / "slurm" / "config.yaml"]
+# The config keys of `threads:` and `resources:` that stand for other rule names.
+CONFIG_KEY_RULES = {"data": ["data_fetch"], "derive": ["derive", "sample"], "plot": ["plot_cell", "plot_search"]}
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +77,71 @@ def test_every_ablation_variant_and_seed_has_its_own_paths(workdir):
         assert f"results/select/cifar10/{variant}/genotype.json" in out
     assert "results/train/imagenet/itnas/seed0/metrics.json" in out
     assert "results/train/svhn/DARTS_V1/seed1/metrics.json" in out
+
+
+def test_imagenet_trainings_wait_for_the_gpu_canary_with_their_gpus(workdir):
+    blocks = snakemake(workdir, "-n", "-p").stdout.split("\nrule ")
+    [canary] = [b for b in blocks if b.startswith("gpu_check:")]
+    assert "gpu=8" in canary and "itnas gpu-check --expect 8 --config config/train_imagenet.yaml" in canary
+    assert "results/gpu_check/imagenet.json" in canary
+    for job in (b for b in blocks if b.startswith("train_imagenet:")):
+        assert re.search(r"input: .*results/gpu_check/imagenet\.json", job), job
+
+
+@pytest.fixture(scope="module")
+def rules() -> set[str]:
+    listed = snakemake(REPO, "--list-rules").stdout.splitlines()  # "name (docstring)"
+    return {line.split()[0] for line in listed if re.match(r"[a-z_]+ \(", line)}
+
+
+def test_every_rule_a_profile_names_exists(rules):
+    assert {"search", "gpu_check", "train_imagenet"} <= rules
+    for path in PROFILES:
+        profile = yaml.safe_load(path.read_text())
+        named = set(profile.get("set-resources") or {}) | set(profile.get("set-threads") or {})
+        assert named <= rules, f"{path.relative_to(REPO)} names rules that do not exist: {sorted(named - rules)}"
+
+
+@pytest.mark.parametrize("configfile", ["config/config.yaml", SMOKE])
+def test_every_rule_takes_threads_and_resources_from_the_config(rules, configfile):
+    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    overlay = yaml.safe_load((REPO / configfile).read_text())
+    for section in ("threads", "resources"):
+        cfg[section] = overlay.get(section, cfg[section])
+        covered = {rule for key in cfg[section] for rule in CONFIG_KEY_RULES.get(key, [key])}
+        assert covered == rules - {"all"}, (configfile, section, sorted(covered ^ (rules - {"all"})))
+    if configfile == SMOKE:  # fits one node with 16 GB, through the SLURM profile too
+        assert max(r["mem_mb"] for r in cfg["resources"].values()) <= 16000
+
+
+def test_each_job_asks_for_the_memory_and_time_of_its_config(workdir):
+    def asked(*args):
+        out = snakemake(workdir, "-n", "-p", *args).stdout
+        jobs = {}
+        for block in out.split("\nrule ")[1:]:
+            name = block.split(":", 1)[0]
+            found = re.search(r"resources: (.*)", block)
+            jobs[name] = dict(re.findall(r"(\w+)=(\w+)", found.group(1))) if found else {}
+        return jobs
+
+    paper, smoke = asked(), asked("--configfile", SMOKE)
+    assert paper["train_imagenet"]["mem_mb"] == "256000" and paper["train_imagenet"]["runtime"] == "2880"
+    assert paper["search"]["mem_mb"] == "16000" and paper["search"]["gpu"] == "1"
+    assert smoke["train_imagenet"]["mem_mb"] == "2000" and smoke["train_imagenet"]["gpu"] == "1"
+    assert all(int(job.get("mem_mb", 0)) <= 16000 for job in smoke.values())
+
+
+def test_docs_slurm_lists_the_paper_config_s_threads_and_resources():
+    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    doc = (REPO / "docs" / "slurm.md").read_text()
+    rows = re.findall(r"^\| `[a-z_`, ]+` \(([a-z_]+)\) \| ([^|]+) \| (\d+) \| (\d+) \| (\d+) \|", doc, re.M)
+    assert {key for key, *_ in rows} == set(cfg["resources"])
+    for key, gpus, threads, mem_mb, runtime in rows:
+        resources = cfg["resources"][key]
+        assert (int(threads), int(mem_mb), int(runtime)) == \
+            (cfg["threads"][key], resources["mem_mb"], resources["runtime"]), key
+        expected = cfg["train"]["imagenet"]["gpus"] if key in ("train_imagenet", "gpu_check") else resources.get("gpu", 0)
+        assert str(expected) in gpus, key
 
 
 def _overlay(workdir, name, data) -> str:

@@ -4,8 +4,15 @@ else."""
 
 from __future__ import annotations
 
+import base64
 import csv
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -18,9 +25,10 @@ STANDIN = "STAND-IN DATA — not comparable to the paper"
 
 
 def _csv(path):
+    """The header fields and rows of a table's CSV."""
     with open(path, encoding="utf-8") as fh:
-        title = fh.readline()
-        return title, list(csv.DictReader(fh))
+        reader = csv.DictReader(fh)
+        return reader.fieldnames, list(reader)
 
 
 def test_every_table_is_written_in_every_format_and_says_stand_in(smoke_run):
@@ -30,7 +38,8 @@ def test_every_table_is_written_in_every_format_and_says_stand_in(smoke_run):
             assert (tables / f"table{n}.{ext}").stat().st_size > 0
         md = (tables / f"table{n}.md").read_text()
         assert md.startswith(f"# Table {n}") and STANDIN in md.splitlines()[0]
-        assert STANDIN in _csv(tables / f"table{n}.csv")[0]
+        assert STANDIN in (tables / f"table{n}.html").read_text()
+        assert pd.read_csv(tables / f"table{n}.csv").columns[0] in ("architecture", "variant")
 
 
 def test_table1_holds_every_cifar10_genotype_over_two_seeds(smoke_run):
@@ -81,6 +90,42 @@ def test_figures_and_the_report_are_made(smoke_run):
     assert report.stat().st_size > 10_000
 
 
+def _report_variable(html: str, name: str):
+    """A JSON value the Snakemake report embeds as `var NAME = {...}`."""
+    for m in re.finditer(rf"var {name} =\s*", html):
+        if html[m.end()] == "{":
+            return json.JSONDecoder().raw_decode(html, m.end())[0]
+    raise AssertionError(f"the report embeds no {name}")
+
+
+def test_the_report_holds_the_tables_first_then_cells_and_curves_each_with_its_caption(smoke_run):
+    html = (smoke_run.results / "report.html").read_text()
+    categories, results = _report_variable(html, "categories"), _report_variable(html, "results")
+    assert sorted(categories) == ["1. Tables 1-4", "2. Searched cells", "3. Search curves"]  # the menu's order
+    files = {name: sorted(path for paths in sub.values() for path in paths) for name, sub in categories.items()}
+    assert [Path(p).name for p in files["1. Tables 1-4"]] == [f"table{n}.html" for n in range(1, 5)]
+    assert [Path(p).name for p in files["2. Searched cells"]] == sorted(f"cell_{v}.png" for v in VARIANTS)
+    assert [Path(p).name for p in files["3. Search curves"]] == sorted(f"search_{v}.png" for v in VARIANTS)
+    for n, path in enumerate(files["1. Tables 1-4"], 1):
+        entry = results[path]
+        assert f"results/smoke/tables/table{n}.md" in entry["caption"], entry["caption"]  # its own folder
+        page = base64.b64decode(entry["data_uri"].split(",", 1)[1]).decode()
+        assert page.count("<tr") >= 5 and STANDIN in page and "`" not in page
+    for path in files["2. Searched cells"] + files["3. Search curves"]:
+        assert base64.b64decode(results[path]["data_uri"].split(",", 1)[1])[:4] == b"\x89PNG"
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None,
+                    reason="no headless browser (chromium) on this machine; .ci/run installs none")
+def test_a_browser_renders_the_report_menu_with_the_tables_first(smoke_run, tmp_path):
+    dom = subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                          "--disable-component-update", "--disable-sync", "--virtual-time-budget=5000", "--dump-dom",
+                          (smoke_run.results / "report.html").as_uri()],
+                         capture_output=True, text=True, timeout=120).stdout
+    shown = [dom.find(name) for name in ("1. Tables 1-4", "2. Searched cells", "3. Search curves")]
+    assert -1 not in shown and shown == sorted(shown), shown
+
+
 def test_every_search_and_training_job_is_an_mlflow_run(smoke_run):
     from mlflow.tracking import MlflowClient
 
@@ -96,10 +141,44 @@ def test_every_search_and_training_job_is_an_mlflow_run(smoke_run):
     labels = sorted(r.data.tags.get("variant", r.data.tags.get("label")) for r in by_rule["train"])
     assert labels.count("itnas") == 8 and labels.count("DARTS_V2") == 2 and labels.count("darts") == 2
     search = by_rule["search"][0]
-    assert {"stage", "dataset", "variant", "seed", "git_commit", "genotype_hash"} <= set(search.data.tags)
+    assert {"stage", "dataset", "benchmark", "variant", "seed", "git_commit", "genotype_hash"} <= set(search.data.tags)
     assert search.data.params.get("epochs") == "2"
     assert len(client.get_metric_history(search.info.run_id, "val_acc")) == 2
     assert all(r.info.status == "FINISHED" for r in runs)
+
+
+def test_mlflow_runs_are_named_for_people_and_selections_nest_their_candidates(smoke_run):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{smoke_run.results / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("itnas-smoke")
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    names = [r.info.run_name for r in runs]
+    assert not [n for n in names if "/" in n or ".json" in n], "a run named by a file path"
+    assert len(set(names)) == len(names), "two runs share a name"
+    assert "search itnas seed0 synthetic-cifar10" in names
+    assert "train itnas-selected synthetic-cifar100 seed1" in names
+    assert "train DARTS_V2 synthetic-cifar10 seed0" in names
+    parents = {r.info.run_id: r for r in runs if r.info.run_name.startswith("select ") and
+               "mlflow.parentRunId" not in r.data.tags}
+    assert sorted(r.info.run_name for r in parents.values()) == [f"select {v} synthetic-cifar10" for v in VARIANTS]
+    for parent in parents.values():
+        children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+        assert children and {r.data.tags["search_seed"] for r in children} <= {"0", "1", "0,1"}
+        assert [r.data.tags["winner"] for r in children].count("true") == 1
+        assert parent.data.tags["winner"] in {r.data.tags["candidate"] for r in children}
+    for variant in VARIANTS:  # genotype files and metrics carry the label, not a path
+        selected = json.loads((smoke_run.results / "select" / "synthetic-cifar10" / variant / "genotype.json").read_text())
+        assert selected["name"] == f"{variant}-selected"
+        trained = json.loads((smoke_run.results / "train" / "synthetic-cifar10" / variant / "seed0" / "metrics.json").read_text())
+        assert trained["genotype"] == f"{variant}-selected"
+    # The comparison README.md shows: one row per trained cell and benchmark.
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{smoke_run.results / 'mlflow.db'}")
+    trainings = mlflow.search_runs(experiment_names=["itnas-smoke"], filter_string="tags.stage = 'train'")
+    table = trainings.groupby(["tags.benchmark", "tags.label"])["metrics.test_top1_err"].agg(["mean", "count"])
+    assert table.loc[("cifar10", "itnas"), "count"] == 2 and table.loc[("imagenet", "itnas"), "count"] == 2
 
 
 def test_a_second_run_has_nothing_to_do(smoke_run):

@@ -125,6 +125,11 @@ def figure(kind, dataset="{dataset}", variant="{variant}"):
     return f"{RESULTS}/figures/{dataset}/{kind}_{variant}.png"
 
 
+def gpu_check_file(dataset="{dataset}"):
+    """The canary's record before the ImageNet trainings on `dataset` (a temporary file)."""
+    return f"{RESULTS}/gpu_check/{dataset}.json"
+
+
 def log_file(rule, *parts):
     """The log of one job of `rule`, e.g. log_file('search', '{dataset}', '{variant}', 'seed{seed}')."""
     return os.path.join(LOGS, rule, *parts) + ".log"
@@ -314,6 +319,12 @@ def rule_threads(name):
     return config["threads"][name]
 
 
+def rule_resources(name):
+    """Memory (MB), wall-clock limit (minutes) and, for GPU rules, GPUs of one job: the config's
+    `resources:` (config/config.yaml: the paper's; the smoke overlay: small)."""
+    return config["resources"][name]
+
+
 def imagenet_gpus(wildcards):
     return config["train"]["imagenet"]["gpus"]
 
@@ -324,6 +335,10 @@ def table_benchmarks(wildcards):
 
 def _standin(dataset):
     return " (STAND-IN DATA)" if dataset.startswith("synthetic-") else ""
+
+
+# The report's categories: its menu sorts them by name, hence the numbers (tables first).
+REPORT_CATEGORIES = {"tables": "1. Tables 1-4", "cells": "2. Searched cells", "curves": "3. Search curves"}
 
 
 def cell_title(wildcards):

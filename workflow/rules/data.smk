@@ -13,8 +13,7 @@ rule data_fetch:
         root=data_root,
     threads: rule_threads("data")
     resources:
-        mem_mb=4000,
-        runtime=240,
+        **rule_resources("data"),
     shell:
         "(itnas data fetch {wildcards.dataset} --root {params.root}"
         " && itnas data verify {wildcards.dataset} --root {params.root}) > {log} 2>&1"

@@ -9,7 +9,7 @@ rule plot_cell:
         report(
             figure("cell"),
             caption="../report/cell.rst",
-            category="Searched cells",
+            category=REPORT_CATEGORIES["cells"],
             labels={"variant": "{variant}", "figure": "cells"},
         ),
     log:
@@ -20,21 +20,20 @@ rule plot_cell:
         title=cell_title,
     threads: rule_threads("plot")
     resources:
-        mem_mb=1000,
-        runtime=10,
+        **rule_resources("plot"),
     shell:
         "itnas plot cell --genotype {input.genotype} --out {output} --title {params.title:q} > {log} 2>&1"
 
 
 rule plot_search:
-    """Plot temperature, edge-weight entropy and accuracy per epoch of a variant's searches."""
+    """Plot temperature (Gumbel variants), edge-weight entropy and accuracy per epoch of a variant's searches."""
     input:
         histories=search_histories,
     output:
         report(
             figure("search"),
             caption="../report/search_curves.rst",
-            category="Search curves",
+            category=REPORT_CATEGORIES["curves"],
             labels={"variant": "{variant}", "figure": "search curves"},
         ),
     log:
@@ -45,7 +44,6 @@ rule plot_search:
         title=curves_title,
     threads: rule_threads("plot")
     resources:
-        mem_mb=1000,
-        runtime=10,
+        **rule_resources("plot"),
     shell:
         "itnas plot curves --history {input.histories} --out {output} --title {params.title:q} > {log} 2>&1"

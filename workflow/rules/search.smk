@@ -22,9 +22,7 @@ rule search:
     threads: rule_threads("search")
     priority: 30  # the critical path first: searches gate everything downstream
     resources:
-        gpu=1,
-        mem_mb=16000,
-        runtime=24 * 60,
+        **rule_resources("search"),
     shell:
         "ITNAS_RULE=search OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads}"
         " itnas search --config {input.config} --variant {wildcards.variant} --seed {wildcards.seed}"

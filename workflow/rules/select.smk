@@ -18,12 +18,11 @@ rule derive:
     threads: rule_threads("derive")
     priority: 20
     resources:
-        mem_mb=2000,
-        runtime=10,
+        **rule_resources("derive"),
     shell:
         "ITNAS_RULE=derive OMP_NUM_THREADS={threads}"
         " itnas derive --arch-state {input.arch_state} --method {params.method} {params.tau}"
-        " --out {output.genotype} > {log} 2>&1"
+        " --name {wildcards.variant}-seed{wildcards.seed} --out {output.genotype} > {log} 2>&1"
 
 
 rule select:
@@ -47,9 +46,7 @@ rule select:
     threads: rule_threads("select")
     priority: 10
     resources:
-        gpu=1,
-        mem_mb=16000,
-        runtime=24 * 60,
+        **rule_resources("select"),
     shell:
         "ITNAS_RULE=select ITNAS_LABEL={wildcards.variant} OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads}"
         " itnas select --config {input.config} --genotypes {input.genotypes}"
@@ -67,7 +64,6 @@ rule sample:
         "../envs/itnas.yaml"
     threads: rule_threads("derive")
     resources:
-        mem_mb=1000,
-        runtime=10,
+        **rule_resources("derive"),
     shell:
         "itnas sample --seed {wildcards.cell} --out {output.genotype} > {log} 2>&1"

@@ -15,8 +15,8 @@ rule tables:
         html=[
             report(
                 table_file(name, "html"),
-                caption="../report/tables.rst",
-                category="Tables",
+                caption=f"../report/{name}.rst",
+                category=REPORT_CATEGORIES["tables"],
                 labels={"table": name},
             )
             for name in TABLE_NAMES
@@ -30,8 +30,7 @@ rule tables:
         benchmarks=table_benchmarks,
     threads: rule_threads("tables")
     resources:
-        mem_mb=2000,
-        runtime=10,
+        **rule_resources("tables"),
     shell:
         "itnas tables --published {input.published} --out-dir {params.out} {params.benchmarks}"
         " --search {input.search} --select {input.select} --train {input.train} > {log} 2>&1"

@@ -1,5 +1,6 @@
 # Evaluation training: each (dataset, genotype, seed) from scratch, CIFAR-style on one GPU,
-# ImageNet on several GPUs of one node (itnas train --nproc starts torchrun).
+# ImageNet on several GPUs of one node (itnas train --nproc starts torchrun), after a canary job
+# with as many GPUs has checked that they all work (itnas gpu-check).
 
 
 rule train:
@@ -22,9 +23,7 @@ rule train:
         overrides=train_overrides,
     threads: rule_threads("train")
     resources:
-        gpu=1,
-        mem_mb=24000,
-        runtime=3 * 24 * 60,
+        **rule_resources("train"),
     shell:
         "ITNAS_RULE=train ITNAS_LABEL={wildcards.label} OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads}"
         " itnas train --config {input.config} --genotype {params.genotype}"
@@ -32,11 +31,37 @@ rule train:
         " --out {params.out} {params.overrides} > {log} 2>&1"
 
 
+rule gpu_check:
+    """The canary before ImageNet: a job with the trainings' GPUs checks that torch sees them all."""
+    input:
+        config=config["train"]["imagenet"]["config"],
+    output:
+        # Temporary: gone once the trainings that waited for it have run, so restoring their
+        # results (DVC) never reruns it, and a new ImageNet training gets a fresh check.
+        temp(gpu_check_file()),
+    log:
+        log_file("gpu_check", "{dataset}"),
+    conda:
+        "../envs/itnas.yaml"
+    wildcard_constraints:
+        dataset=wildcard_alternatives([IMAGENET_DATASET]),
+    params:
+        overrides=imagenet_overrides,
+    threads: rule_threads("gpu_check")
+    resources:
+        gpu=imagenet_gpus,
+        **rule_resources("gpu_check"),
+    shell:
+        "ITNAS_RULE=gpu_check itnas gpu-check --expect {resources.gpu} --config {input.config}"
+        " {params.overrides} --out {output} > {log} 2>&1"
+
+
 rule train_imagenet:
     """Train one ImageNet evaluation network on `gpu` GPUs of one node (torchrun when > 1)."""
     input:
         unpack(train_inputs),
         config=config["train"]["imagenet"]["config"],
+        gpu_check=gpu_check_file(),
     output:
         metrics=f"{train_dir()}/metrics.json",
     log:
@@ -53,8 +78,7 @@ rule train_imagenet:
     threads: rule_threads("train_imagenet")
     resources:
         gpu=imagenet_gpus,
-        mem_mb=128000,
-        runtime=7 * 24 * 60,
+        **rule_resources("train_imagenet"),
     shell:
         # The job's threads are shared by its processes (one per GPU).
         "ITNAS_RULE=train_imagenet ITNAS_LABEL={wildcards.label}"
