@@ -57,8 +57,8 @@ if [ "$DEVICE" = cpu ]; then
     # The dry run: the same parts at toy sizes, so the script is known to work end to end.
     STEPS=${STEPS:-2}; WARMUP=1; TRAIN_STEPS=${TRAIN_STEPS:-$STEPS}; COMPILE=${COMPILE:-0}
     COMPILE_WARMUP=2; TEST_TIMEOUT=${TEST_TIMEOUT:-120}
-    SUPERNET="--layers 3 --init-channels 4 --batch-size 4 --image-size 32"
-    TRAIN="--layers 3 --init-channels 4 --batch-size 4"
+    SUPERNET="--layers 3 --init-channels 4 --batch-size 4 --image-size 32 --eval-batch-size 8"
+    TRAIN="--layers 3 --init-channels 4 --batch-size 4 --eval-batch-size 8"
     EXTRA="--threads 1"
 else
     STEPS=${STEPS:-30}; WARMUP=5; TRAIN_STEPS=${TRAIN_STEPS:-100}; COMPILE=${COMPILE:-1}

@@ -61,14 +61,26 @@ def set_deterministic(enabled: bool) -> None:
     """Deterministic kernels on request; CPU runs here are deterministic either way."""
     if enabled:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=True)
+        deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
     else:
         # Undo an earlier deterministic run in the same process (tests, selection loops).
-        torch.use_deterministic_algorithms(False)
+        deterministic_algorithms(False)
         torch.backends.cudnn.deterministic = False
         torch.backends.cudnn.benchmark = torch.cuda.is_available()
+
+
+def deterministic_algorithms(mode: bool, warn_only: bool = False) -> None:
+    """`torch.use_deterministic_algorithms` without importing Inductor for it. Torch's function
+    imports `torch._inductor` (1.4 s of every job's start on the CPU) only to copy the flag into
+    Inductor's config; while Inductor is not loaded, set torch's own flag alone and let
+    `accel.compile` copy it when it compiles (`inductor_deterministic`)."""
+    setter = getattr(torch._C, "_set_deterministic_algorithms", None)
+    if setter is None or "torch._inductor.config" in sys.modules:
+        torch.use_deterministic_algorithms(mode, warn_only=warn_only)
+    else:
+        setter(mode, warn_only=warn_only)
 
 
 # What `auto` means for each fast-path flag, per device type: the setting measured fastest.

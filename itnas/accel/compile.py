@@ -33,6 +33,9 @@ def compile_module(module: torch.nn.Module, mode: str | None) -> torch.nn.Module
     """
     if mode is None or mode == STEP_GRAPHS:  # step-graphs records the whole step instead (graphs.py)
         return module
+    import torch._inductor.config as inductor_config  # runtime.deterministic_algorithms left it unset
+
+    inductor_config.deterministic = torch.are_deterministic_algorithms_enabled()
     if mode in BACKEND_MODES:
         return torch.compile(module, backend=mode, dynamic=False)
     return torch.compile(module, mode=mode, dynamic=False)

@@ -373,3 +373,21 @@ def test_a_compiled_search_step_equals_the_eager_one(aot_eager):
         assert_rel_close(a, b, 1e-5)
     for a, b in zip(compiled.net.parameters(), eager.net.parameters()):
         assert_rel_close(a.grad, b.grad, 1e-4)
+
+
+def test_determinism_reaches_inductor_when_a_module_is_compiled_after_it_was_set():
+    """runtime.deterministic_algorithms sets torch's flag without loading Inductor; compiling
+    copies it into Inductor's config, as torch.use_deterministic_algorithms would have."""
+    import torch._inductor.config as inductor_config
+
+    from itnas.accel.compile import compile_module
+
+    try:
+        dev.set_deterministic(True)
+        inductor_config.deterministic = False  # as if Inductor had been loaded before
+        compile_module(torch.nn.Linear(2, 2), "default")  # lazy: nothing compiles until called
+        assert torch.are_deterministic_algorithms_enabled() and inductor_config.deterministic
+        dev.set_deterministic(False)  # Inductor loaded now: both flags go back together
+        assert not torch.are_deterministic_algorithms_enabled() and not inductor_config.deterministic
+    finally:
+        dev.set_deterministic(False)
