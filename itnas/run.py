@@ -16,6 +16,7 @@ import contextlib
 import json
 import logging
 import math
+import statistics
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -40,6 +41,37 @@ def check_finite(loss: torch.Tensor | float, epoch: int, step: int, what: str = 
         raise TrainingDivergedError(
             f"{what} became {value} at epoch {epoch + 1}, step {step + 1}; stopped, the last good "
             "checkpoint is kept (lower the learning rate or check the data)")
+
+
+# A step's first calls warm up (torch.compile compiles, CUDA graphs run eagerly once, are
+# recorded on the second call and replayed from the third; cuDNN picks its algorithms): the
+# first WARMUP_STEPS steps of an epoch are timed apart from the steady ones.
+WARMUP_STEPS = 3
+# History keys that are wall-clock times, not results: two runs of one seed differ only in them.
+TIMING_KEYS = ("epoch_s", "warmup_s", "warmup_steps", "step_s")
+
+
+class StepClock:
+    """Wall seconds of each step of one epoch (a step ends when its loss reaches the host, so
+    GPU work is included). `record()`: `warmup_s`, the first WARMUP_STEPS steps together (in a
+    process's first epoch, its compile and recording time), `warmup_steps`, and `step_s`, the
+    median of the steps after them (absent when there are none)."""
+
+    def __init__(self) -> None:
+        self._last = time.monotonic()
+        self._steps: list[float] = []
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        self._steps.append(now - self._last)
+        self._last = now
+
+    def record(self) -> dict[str, float | int]:
+        warm, steady = self._steps[:WARMUP_STEPS], self._steps[WARMUP_STEPS:]
+        out: dict[str, float | int] = {"warmup_s": sum(warm), "warmup_steps": len(warm)}
+        if steady:
+            out["step_s"] = statistics.median(steady)
+        return out
 
 
 @dataclass

@@ -26,7 +26,7 @@ from itnas.data.gpu_pipeline import use_device_pipeline
 from itnas.data.registry import get_spec
 from itnas.errors import UserError
 from itnas.formats import ARCH_STATE_FORMAT, save_arch_state, validate_arch_state
-from itnas.run import Run, check_finite
+from itnas.run import Run, StepClock, check_finite
 from itnas.runtime import (
     Runtime,
     allocation,
@@ -278,6 +278,7 @@ def search_epoch(searcher: Searcher, data: SearchBatches, run: Run, epoch: int) 
     t0 = time.monotonic()
     loss_sum = arch_loss_sum = correct = seen = 0.0
     bar = run.progress(data.steps_per_epoch, f"search {searcher.variant} epoch {epoch + 1}/{epochs}")
+    clock = StepClock()
     for step, ((x_tr, y_tr), (x_val, y_val)) in enumerate(data.epoch(epoch)):
         x_tr, y_tr = searcher.prepare(x_tr, y_tr)
         x_val, y_val = searcher.prepare(x_val, y_val)
@@ -289,6 +290,7 @@ def search_epoch(searcher: Searcher, data: SearchBatches, run: Run, epoch: int) 
         arch_loss_sum += arch_loss * y_val.numel()
         correct += right
         seen += y_tr.numel()
+        clock.tick()
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.3f}", acc=f"{100 * correct / seen:.1f}", refresh=False)
     bar.close()
@@ -297,7 +299,7 @@ def search_epoch(searcher: Searcher, data: SearchBatches, run: Run, epoch: int) 
         "lr": lr,
         **({"tau": tau} if has_temperature(cfg) else {}),  # softmax alone has no temperature
         "train_loss": loss_sum / max(seen, 1), "train_acc": 100.0 * correct / max(seen, 1),
-        "arch_loss": arch_loss_sum / max(seen, 1),
+        "arch_loss": arch_loss_sum / max(seen, 1), **clock.record(),
     }
     if (epoch + 1) % searcher.rt.eval_every == 0 or epoch + 1 == epochs:
         record["val_loss"], record["val_acc"] = searcher.evaluate(data.validation())

@@ -26,7 +26,7 @@ from itnas import config as config_mod
 from itnas.checkpoint import save_weights
 from itnas.errors import UserError
 from itnas.files import read_json
-from itnas.run import Run, check_finite
+from itnas.run import Run, StepClock, check_finite
 from itnas.runtime import (
     Runtime,
     allocation,
@@ -211,6 +211,7 @@ class Trainer:
         totals = [0.0, 0.0, 0.0]  # loss * n, correct, n over the epoch, all processes
         bar = run.progress(steps, f"epoch {epoch + 1}/{cfg['epochs']}") if run is not None else None
         lr0 = learning_rate(cfg, epoch, 0, steps)
+        clock = StepClock()
         for step in range(steps):
             lr = learning_rate(cfg, epoch, step, steps)
             for group in self.optimizer.param_groups:
@@ -220,6 +221,7 @@ class Trainer:
             # Checked after the all-reduce, so every process sees the same NaN and stops together.
             check_finite(loss_sum, epoch, step)
             self._apply()
+            clock.tick()
             totals = [totals[0] + loss_sum, totals[1] + correct, totals[2] + n]
             if bar is not None:
                 bar.update(1)
@@ -227,7 +229,7 @@ class Trainer:
         if bar is not None:
             bar.close()
         return {"train_loss": totals[0] / totals[2], "train_acc": 100.0 * totals[1] / totals[2], "lr": lr0,
-                "drop_path_prob": self.model.drop_path_prob}
+                "drop_path_prob": self.model.drop_path_prob, **clock.record()}
 
     def _step(self, batches: Iterator) -> torch.Tensor:
         """Forward and backward over this process's micro-batches of one step (no update yet);

@@ -46,6 +46,8 @@ def test_search_leaves_the_contracted_files(tmp_path, tiny_search_overrides, var
     else:
         assert history[0]["tau"] == 5.0 and history[1]["tau"] == pytest.approx(0.5)
     assert {"entropy_normal", "entropy_reduce", "genotype", "train_acc", "val_acc"} <= set(history[0])
+    # each epoch's step timing: the warm-up steps inside the epoch's time
+    assert 1 <= history[0]["warmup_steps"] <= 3 and 0 < history[0]["warmup_s"] <= history[0]["epoch_s"]
 
 
 def test_two_runs_with_the_same_seed_give_identical_arch_states(tmp_path, tiny_search_overrides):

@@ -13,6 +13,7 @@ from torch.utils.data import Dataset
 from itnas.checkpoint import load_checkpoint, load_weights
 from itnas.errors import TrainingDivergedError, UserError
 from itnas.genotypes import lookup
+from itnas.run import TIMING_KEYS
 from itnas.train.batches import epoch_batches
 from itnas.train.distributed import plan_batches
 from itnas.train.loop import drop_path_at, learning_rate, train
@@ -35,6 +36,7 @@ def test_train_leaves_metrics_history_weights_and_checkpoint(tmp_path, tiny_cfg,
     history = json.loads((tmp_path / "history.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2]
     assert {"train_loss", "train_acc", "lr", "drop_path_prob", "test_top1_err", "test_top5_err"} <= set(history[-1])
+    assert 1 <= history[0]["warmup_steps"] <= 3 and 0 < history[0]["warmup_s"] <= history[0]["epoch_s"]
     weights = load_weights(tmp_path / "model.pt")
     assert "classifier.weight" in weights and any(k.startswith("auxiliary_head.") for k in weights)
     assert load_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == 2
@@ -57,7 +59,7 @@ def test_resumed_run_is_bit_identical_to_an_uninterrupted_one(tmp_path, tiny_cfg
     assert all(torch.equal(a[k], b[k]) for k in a)
     for key in ("test_top1_err", "test_top5_err", "test_loss", "train_loss", "train_acc", "params", "macs"):
         assert resumed[key] == straight[key]
-    drop = ("epoch_s",)
+    drop = TIMING_KEYS
     strip = [{k: v for k, v in h.items() if k not in drop}
              for h in json.loads((tmp_path / "b" / "history.json").read_text())]
     assert strip == [{k: v for k, v in h.items() if k not in drop}
