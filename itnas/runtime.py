@@ -75,7 +75,7 @@ def deterministic_algorithms(mode: bool, warn_only: bool = False) -> None:
     """`torch.use_deterministic_algorithms` without importing Inductor for it. Torch's function
     imports `torch._inductor` (1.4 s of every job's start on the CPU) only to copy the flag into
     Inductor's config; while Inductor is not loaded, set torch's own flag alone and let
-    `accel.compile` copy it when it compiles (`inductor_deterministic`)."""
+    `accel.compile.compile_module` copy it when it compiles."""
     setter = getattr(torch._C, "_set_deterministic_algorithms", None)
     if setter is None or "torch._inductor.config" in sys.modules:
         torch.use_deterministic_algorithms(mode, warn_only=warn_only)
