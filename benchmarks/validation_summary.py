@@ -52,15 +52,16 @@ def seed_distance_rows(results: Path) -> list[str]:
 
 
 def train_rows(results: Path) -> list[str]:
-    errors: dict[str, dict[int, float]] = defaultdict(dict)
+    errors: dict[tuple[str, str], dict[int, float]] = defaultdict(dict)
     for path in sorted(results.glob("train/*/*/seed*/metrics.json")):
         m = read_json(path, "metrics")
-        errors[path.parent.parent.name][m["seed"]] = m["test_top1_err"]
+        errors[path.parent.parent.name, path.parent.parent.parent.name][m["seed"]] = m["test_top1_err"]
     seeds = sorted({s for e in errors.values() for s in e})
-    rows = ["| cell | " + " | ".join(f"seed {s} test error (%)" for s in seeds) + " |",
-            "|---|" + "---|" * len(seeds)]
-    for label, by_seed in sorted(errors.items()):
-        rows.append(f"| {label} | " + " | ".join(f"{by_seed.get(s, math.nan):.2f}" for s in seeds) + " |")
+    rows = ["| cell | dataset | " + " | ".join(f"seed {s} test error (%)" for s in seeds) + " |",
+            "|---|---|" + "---|" * len(seeds)]
+    for (label, dataset), by_seed in sorted(errors.items()):
+        rows.append(f"| {label} | {dataset} | "
+                    + " | ".join(f"{by_seed.get(s, math.nan):.2f}" for s in seeds) + " |")
     return rows
 
 

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.workflow.conftest import SMOKE, planned_jobs, snakemake
+from tests.workflow.conftest import BIN, REPO, SMOKE, planned_jobs, snakemake
 
 pytestmark = pytest.mark.slow
 
@@ -223,3 +223,23 @@ def test_dropping_a_variant_reruns_only_the_tables_and_overwrites_nothing(smoke_
     # Its results stay where they were: switching back needs no job but the tables.
     assert (smoke_run.results / "search" / "synthetic-cifar10" / "gumbel" / "seed1" / "metrics.json").exists()
     assert planned_jobs(smoke_run.workdir, "--configfile", SMOKE) == {}
+
+
+def test_the_validation_summary_reads_a_finished_run(smoke_run, tmp_path):
+    """benchmarks/validation_summary.py (docs/validation.md's extra tables) on the smoke run:
+    a row per search, per variant and per trained cell, and the time per rule from the log."""
+    log = tmp_path / "snakemake.log"
+    log.write_text(smoke_run.stdout + smoke_run.stderr)
+    proc = subprocess.run([str(BIN / "python"), str(REPO / "benchmarks" / "validation_summary.py"),
+                           str(smoke_run.results), "--log", str(log)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    sections = dict(part.split("\n", 1) for part in proc.stdout.split("### ")[1:])
+    assert set(sections) == {"Searches", "Cells across search seeds", "Trainings", "Time per rule"}
+    searches = [r for r in sections["Searches"].splitlines() if r.startswith("| ") and "entropy" not in r]
+    assert sorted(r.split(" | ")[0][2:] for r in searches) == sorted(VARIANTS * 2)
+    for row in sections["Cells across search seeds"].splitlines()[2:]:
+        if row.startswith("| "):
+            assert "seed0 vs seed1" in row and "-seed" in row and "held-out error" in row, row
+    trained = {r.split(" | ")[0][2:] for r in sections["Trainings"].splitlines()[2:] if r.startswith("| ")}
+    assert {"random0", "random1", "DARTS_V1", "DARTS_V2"} | set(VARIANTS) <= trained
+    assert re.search(r"^\| search \| 8 \|", sections["Time per rule"], re.M)
