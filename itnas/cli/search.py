@@ -10,6 +10,7 @@ import json
 from itnas import variants
 from itnas.cli.common import HelpFormatter, add_config_args, check_seed
 from itnas.files import output_path
+from itnas.genotypes import random_name
 from itnas.gpu_lease import lease_for
 from itnas.space import sample_genotype, save_genotype
 
@@ -113,6 +114,6 @@ def run_sample(args: argparse.Namespace) -> int:
     check_seed(args.seed)
     output_path(args.out, "--out", folder=False)
     genotype = sample_genotype(args.seed)
-    save_genotype(args.out, genotype, name=f"random{args.seed}", source=f"itnas sample --seed {args.seed}")
+    save_genotype(args.out, genotype, name=random_name(args.seed), source=f"itnas sample --seed {args.seed}")
     print(json.dumps(genotype.to_json()))
     return 0

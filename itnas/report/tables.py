@@ -30,13 +30,14 @@ from typing import Any
 
 from itnas.errors import UserError
 from itnas.files import read_json, read_yaml, write_text
+from itnas.genotypes import RANDOM_LABEL, selected_name
 from itnas.report.stats import difference_to_random
 from itnas.variants import NAMES as VARIANTS
 from itnas.variants import VARIANTS as REGISTRY
 from itnas.variants import describe_setting
 
-# Trainings of random cells (`itnas sample`), labelled random0, random1, ...: one table row.
-RANDOM_LABEL = re.compile(r"^random\d+$")
+# Trainings of random cells (`itnas sample`), labelled random0, random1, ... (genotypes.RANDOM_LABEL):
+# one table row.
 RANDOM_NAME = "Random cells (same protocol)"
 
 STANDIN_NOTE = "STAND-IN DATA — not comparable to the paper"
@@ -145,10 +146,10 @@ def check_run(run: RunRecord) -> None:
     m = run.metrics
     label_key = "variant" if run.stage == "search" else "genotype"
     recorded = m.get(label_key, run.label)
-    # A trained variant records its selected cell's name (VARIANT-selected; files written before
-    # names existed recorded the cell's path, .../VARIANT/genotype.json).
+    # A trained variant records its selected cell's name (files written before names existed
+    # recorded the cell's path, .../VARIANT/genotype.json).
     same_label = recorded == run.label or (run.stage == "train" and (
-        recorded == f"{run.label}-selected" or Path(str(recorded)).parent.name == run.label))
+        recorded == selected_name(run.label) or Path(str(recorded)).parent.name == run.label))
     mismatch = (f"dataset {m['dataset']!r}" if m.get("dataset", run.dataset) != run.dataset
                 else f"seed {m['seed']!r}" if m.get("seed", run.seed) != run.seed
                 else f"{label_key} {recorded!r}" if not same_label else None)
@@ -599,15 +600,16 @@ def table2(inp: Inputs) -> Table:
         vs_random = inp.vs_random(bench, err)
         searched = inp.searched_cells(variant)
         stability = inp.tau_stability(variant)
+        setting = inp.search_setting(variant)
         rows.append([f"{row['name']} ({variant})", yes[row["gumbel"]], yes[row["transition"]],
-                     yes[row["tiep"]], inp.search_setting(variant), fmt_num(row["error"]),
+                     yes[row["tiep"]], setting, fmt_num(row["error"]),
                      fmt_pm(err) if err else "not run", str(len(err)) if err else "0",
                      fmt_diff(err, row["error"]), fmt_interval(vs_random), fmt_spread(searched), stability,
                      fmt_num(_m(params)), fmt_num(statistics.fmean(cost), 3) if cost else "—",
                      str(len(sg.runs)) if sg else "0", sel or "—"])
         spread = mean_std(searched) if searched else (None, None)
         csv_rows.append({"variant": variant, "gumbel": row["gumbel"], "transition": row["transition"],
-                         "tiep": row["tiep"], "setting": inp.search_setting(variant), "paper_error": row["error"],
+                         "tiep": row["tiep"], "setting": setting, "paper_error": row["error"],
                          "error_mean": mean, "error_std": std, "n_seeds": len(err) if err else 0,
                          "diff": mean - row["error"] if err else None, **_random_fields(vs_random),
                          "searched_mean": spread[0], "searched_std": spread[1],

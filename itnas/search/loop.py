@@ -26,6 +26,7 @@ from itnas.data.gpu_pipeline import use_device_pipeline
 from itnas.data.registry import get_spec
 from itnas.errors import UserError
 from itnas.formats import ARCH_STATE_FORMAT, save_arch_state, validate_arch_state
+from itnas.genotypes import searched_name
 from itnas.run import Run, StepClock, check_finite
 from itnas.runtime import (
     Runtime,
@@ -262,7 +263,7 @@ def run_search(cfg: dict, seed: int, out: str | Path) -> dict[str, Any]:
         genotype = searcher.genotype()
         metrics = final_metrics(cfg, seed, run, searcher, data, genotype)
         save_arch_state(run.path / "arch_state.json", searcher.arch_state())
-        save_genotype(run.path / "genotype.json", genotype, name=f"{variant}-seed{seed}")
+        save_genotype(run.path / "genotype.json", genotype, name=searched_name(variant, seed))
         run.finish(metrics, artifacts=("genotype.json", "arch_state.json"), results=RESULTS, settings=SETTINGS)
     log.info("search %s done: val acc %s, genotype hash %s -> %s", label, _fmt(metrics["val_acc"], "%"),
              metrics["genotype_hash"], out)

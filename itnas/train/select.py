@@ -12,7 +12,6 @@ import contextlib
 import copy
 import logging
 import os
-import re
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from itnas.data.loaders import KeyedSubset, build_dataset, split_indices, subset
 from itnas.data.registry import get_spec
 from itnas.errors import UserError
 from itnas.files import write_json
+from itnas.genotypes import searched_origin, selected_name
 from itnas.runtime import Runtime, resolve_runtime
 from itnas.space import Genotype, save_genotype
 from itnas.train.batches import TrainData, limit, make_data
@@ -65,13 +65,6 @@ def score_candidate(cfg: dict, genotype: Genotype, label: str, data: TrainData, 
             "params": metrics.get("params")}
 
 
-def origin(label: str) -> tuple[str | None, str | None]:
-    """(variant, search seed) of a candidate labelled VARIANT-seedS (`itnas derive --name`);
-    (None, None) for other labels, e.g. a published cell."""
-    m = re.fullmatch(r"(.+)-seed(-?\d+)", label)
-    return (m.group(1), m.group(2)) if m else (None, None)
-
-
 def select(cfg: dict, candidates: list[tuple[Genotype, str]], data: TrainData, out: str | Path, seed: int,
            rt: Runtime | None = None, ctx: DistContext | None = None) -> dict[str, Any]:
     """Score every candidate and write `out/selection.json` and `out/genotype.json` (the winner)."""
@@ -80,14 +73,15 @@ def select(cfg: dict, candidates: list[tuple[Genotype, str]], data: TrainData, o
     out = Path(out)
     ccfg = candidate_config(cfg)
     # The variant: the workflow's label, else the one all candidates' names share.
-    found = {origin(label)[0] for _, label in candidates}
+    found = {searched_origin(label)[0] for _, label in candidates}
     variant = os.environ.get("ITNAS_LABEL") or (found.pop() if len(found) == 1 else None)
     # Equal genotypes (two seeds that found the same cell) are trained once, under the first label.
     seeds_of: dict[str, list[str]] = {}
     for genotype, label in candidates:
         seeds_of.setdefault(genotype.hash(), [])
-        if origin(label)[1] is not None:
-            seeds_of[genotype.hash()].append(origin(label)[1])
+        search_seed = searched_origin(label)[1]
+        if search_seed is not None:
+            seeds_of[genotype.hash()].append(search_seed)
     tags = {"stage": "select", "dataset": data.dataset, "benchmark": data.benchmark, "seed": str(seed),
             "standin": str(data.standin).lower(), **({"variant": variant} if variant else {})}
     if ctx.is_main:
@@ -126,7 +120,7 @@ def select(cfg: dict, candidates: list[tuple[Genotype, str]], data: TrainData, o
             "candidates": rows, "winner": winner,
         }
         write_json(out / "selection.json", result)
-        name = f"{variant}-selected" if variant else f"selected-{winner['genotype']}"
+        name = selected_name(variant) if variant else f"selected-{winner['genotype']}"
         save_genotype(out / "genotype.json", candidates[best][0], name=name,
                       source=f"itnas select: {winner['genotype']}, the best of {len(rows)} after "
                              f"{ccfg['epochs']} epochs")

@@ -19,7 +19,7 @@ from snakemake.utils import validate
 from itnas.config import check_workflow_config
 from itnas.data.registry import names as dataset_names
 from itnas.errors import UserError
-from itnas.genotypes import PUBLISHED
+from itnas.genotypes import PUBLISHED, RANDOM_LABEL, random_name, searched_name
 from itnas.variants import VARIANTS as VARIANT_REGISTRY
 
 BENCHMARKS = ["cifar10", "cifar100", "cinic10", "svhn", "imagenet"]
@@ -135,16 +135,12 @@ def log_file(rule, *parts):
     return os.path.join(LOGS, rule, *parts) + ".log"
 
 
-# A training's label: a searched variant (its selected cell), a published cell, or randomK.
-RANDOM_LABEL = re.compile(r"^random(\d+)$")
-
-
 def evaluated_labels(bench):
     """What is trained on `bench`: its searched cells, published baselines and random cells."""
     target = EVALUATE.get(bench)
     if not target:
         return []
-    return list(target["cells"]) + list(target["baselines"]) + [f"random{k}" for k in range(target["random"])]
+    return list(target["cells"]) + list(target["baselines"]) + [random_name(k) for k in range(target["random"])]
 
 
 def wildcard_alternatives(names):
@@ -265,6 +261,10 @@ def imagenet_overrides(wildcards):
 
 def derive_method(wildcards):
     return VARIANT_REGISTRY[wildcards.variant].derive_method
+
+
+def searched_cell_name(wildcards):
+    return searched_name(wildcards.variant, wildcards.seed)
 
 
 def derive_tau_args(wildcards):

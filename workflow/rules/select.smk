@@ -15,6 +15,7 @@ rule derive:
     params:
         method=derive_method,
         tau=derive_tau_args,
+        name=searched_cell_name,
     threads: rule_threads("derive")
     priority: 20
     resources:
@@ -22,7 +23,7 @@ rule derive:
     shell:
         "ITNAS_RULE=derive OMP_NUM_THREADS={threads}"
         " itnas derive --arch-state {input.arch_state} --method {params.method} {params.tau}"
-        " --name {wildcards.variant}-seed{wildcards.seed} --out {output.genotype} > {log} 2>&1"
+        " --name {params.name} --out {output.genotype} > {log} 2>&1"
 
 
 rule select:
