@@ -21,7 +21,6 @@ import io
 import math
 import re
 import statistics
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from html import escape
@@ -29,8 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from itnas.errors import UserError
-from itnas.files import read_json, read_yaml, write_text
-from itnas.genotypes import RANDOM_LABEL, selected_name
+from itnas.files import read_yaml, write_text
+from itnas.genotypes import RANDOM_LABEL
+from itnas.report.runs import Group, check_complete, load_runs, load_selections, selected_seed
 from itnas.report.stats import difference_to_random
 from itnas.variants import NAMES as VARIANTS
 from itnas.variants import VARIANTS as REGISTRY
@@ -44,179 +44,10 @@ STANDIN_NOTE = "STAND-IN DATA — not comparable to the paper"
 BENCHMARK_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "cinic10": "CINIC-10",
                    "svhn": "SVHN", "imagenet": "ImageNet"}
 
-_RUN = re.compile(r"(?:^|/)(search|train)/([^/]+)/([^/]+)/seed(-?\d+)/metrics\.json$")
-_SELECT = re.compile(r"(?:^|/)select/([^/]+)/([^/]+)/selection\.json$")
 
 
 # ----------------------------------------------------------------------------- inputs
 
-
-@dataclass
-class RunRecord:
-    stage: str  # search | train
-    dataset: str
-    label: str  # variant or genotype label
-    seed: int
-    path: Path
-    metrics: dict[str, Any]
-
-
-@dataclass
-class Group:
-    """All seeds of one (stage, dataset, label)."""
-
-    stage: str
-    dataset: str
-    label: str
-    runs: dict[int, RunRecord] = field(default_factory=dict)
-
-    @property
-    def seeds(self) -> list[int]:
-        return sorted(self.runs)
-
-    def values(self, key: str) -> list[float]:
-        out = []
-        for seed in self.seeds:
-            run = self.runs[seed]
-            value = run.metrics.get(key)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise UserError(f"{run.path}: '{key}' missing or not a finite number "
-                                f"(got {value!r}); cannot tabulate this run")
-            out.append(float(value))
-        return out
-
-    def optional(self, key: str) -> list[float] | None:
-        try:
-            return self.values(key)
-        except UserError:
-            return None
-
-    @property
-    def standin(self) -> bool:
-        return any(_is_standin(r.dataset, r.metrics) for r in self.runs.values())
-
-
-def _is_standin(dataset: str, metrics: dict[str, Any]) -> bool:
-    return bool(metrics.get("standin")) or dataset.startswith("synthetic-")
-
-
-def parse_run_path(path: str | Path) -> tuple[str, str, str, int]:
-    text = Path(path).as_posix()
-    m = _RUN.search(text)
-    if not m:
-        raise UserError(f"{path}: not a run file of the workflow layout "
-                        "(expected .../search|train/DATASET/LABEL/seedN/metrics.json)")
-    return m.group(1), m.group(2), m.group(3), int(m.group(4))
-
-
-def run_path_like(example: Path, seed: int) -> Path:
-    """The path the same group's run of another seed has."""
-    return example.parent.parent / f"seed{seed}" / example.name
-
-
-def load_runs(paths: Iterable[str | Path], stage: str) -> dict[tuple[str, str], Group]:
-    """Group metrics files by (dataset, label); every file must exist and parse."""
-    groups: dict[tuple[str, str], Group] = {}
-    for raw in paths:
-        path = Path(raw)
-        kind, dataset, label, seed = parse_run_path(path)
-        if kind != stage:
-            raise UserError(f"{path}: a {kind} run given where {stage} runs were expected")
-        if not path.is_file():
-            raise UserError(f"missing seed {seed} of {stage} {dataset}/{label}: {path} does not exist "
-                            "(rerun the workflow; tables never average fewer seeds)")
-        metrics = read_json(path, f"{stage} metrics file")
-        if not isinstance(metrics, dict):
-            raise UserError(f"{path}: expected a JSON object of metrics")
-        record = RunRecord(stage, dataset, label, seed, path, metrics)
-        check_run(record)
-        group = groups.setdefault((dataset, label), Group(stage, dataset, label))
-        group.runs[seed] = record
-    return groups
-
-
-_COUNTS = ("params", "params_with_aux", "macs", "weights", "arch_params", "gpu_hours", "device_hours",
-           "wall_clock_s")
-
-
-def check_run(run: RunRecord) -> None:
-    """Refuse, naming the file, metrics that cannot be right: a dataset, seed or label of its own
-    that disagrees with the folder it sits in (a copied or misplaced file), an error rate or an
-    accuracy outside 0-100 %, a negative count or cost. Keys a file does not have pass."""
-    m = run.metrics
-    label_key = "variant" if run.stage == "search" else "genotype"
-    recorded = m.get(label_key, run.label)
-    # A trained variant records its selected cell's name (files written before names existed
-    # recorded the cell's path, .../VARIANT/genotype.json).
-    same_label = recorded == run.label or (run.stage == "train" and (
-        recorded == selected_name(run.label) or Path(str(recorded)).parent.name == run.label))
-    mismatch = (f"dataset {m['dataset']!r}" if m.get("dataset", run.dataset) != run.dataset
-                else f"seed {m['seed']!r}" if m.get("seed", run.seed) != run.seed
-                else f"{label_key} {recorded!r}" if not same_label else None)
-    if mismatch:
-        raise UserError(f"{run.path}: records {mismatch} but sits in the folder of {run.stage} "
-                        f"{run.dataset}/{run.label}/seed{run.seed} (a misplaced or copied file?)")
-    for key, value in m.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            continue
-        if key.endswith(("_err", "_acc")) and not 0 <= value <= 100:
-            raise UserError(f"{run.path}: '{key}' is {value}, not a percentage (0 to 100)")
-        if key in _COUNTS and value < 0:
-            raise UserError(f"{run.path}: '{key}' is {value}; it cannot be negative")
-
-
-def check_complete(groups: dict[tuple[str, str], Group]) -> None:
-    """Within a dataset, every label must have the same seeds: a gap is a missing file."""
-    by_dataset: dict[str, list[Group]] = defaultdict(list)
-    for group in groups.values():
-        by_dataset[group.dataset].append(group)
-    for dataset, members in by_dataset.items():
-        expected = sorted(set().union(*(g.runs for g in members)))
-        for group in sorted(members, key=lambda g: g.label):
-            for seed in expected:
-                if seed not in group.runs:
-                    example = next(iter(group.runs.values())).path
-                    missing = run_path_like(example, seed)
-                    raise UserError(f"missing seed {seed} of {group.stage} {dataset}/{group.label}: "
-                                    f"{missing} does not exist (other rows have seeds "
-                                    f"{', '.join(map(str, expected))}; tables never average fewer seeds)")
-
-
-def load_selections(paths: Iterable[str | Path]) -> dict[tuple[str, str], dict[str, Any]]:
-    out = {}
-    for raw in paths:
-        path = Path(raw)
-        m = _SELECT.search(path.as_posix())
-        if not m:
-            raise UserError(f"{path}: not a selection file of the workflow layout "
-                            "(expected .../select/DATASET/VARIANT/selection.json)")
-        if not path.is_file():
-            raise UserError(f"missing selection {path}")
-        data = read_json(path, "selection file")
-        out[(m.group(1), m.group(2))] = data if isinstance(data, dict) else {}
-    return out
-
-
-def selected_seed(selection: dict[str, Any] | None) -> str:
-    """The winning search seed recorded by `itnas select`, as text (best effort)."""
-    if not selection:
-        return ""
-    for key in ("winner_seed", "selected_seed", "seed_selected"):
-        if key in selection:
-            return str(selection[key])
-    winner = selection.get("winner", selection.get("selected"))
-    if isinstance(winner, dict):
-        for key in ("seed", "label", "genotype", "name"):
-            if key in winner:
-                return _seed_text(winner[key])
-    if isinstance(winner, (str, int)):
-        return _seed_text(winner)
-    return ""
-
-
-def _seed_text(value: Any) -> str:
-    m = re.search(r"seed(-?\d+)", str(value))
-    return m.group(1) if m else str(value)
 
 
 # ----------------------------------------------------------------------------- statistics
