@@ -16,20 +16,25 @@ built from stand-in data say so in their titles.
 
 from __future__ import annotations
 
-import csv
-import io
-import math
-import re
 import statistics
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from html import escape
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from itnas.errors import UserError
 from itnas.files import read_yaml, write_text
 from itnas.genotypes import RANDOM_LABEL
+from itnas.report.numbers import (
+    fmt_diff,
+    fmt_interval,
+    fmt_num,
+    fmt_pm,
+    fmt_spread,
+    mean_std,
+    millions,
+)
+from itnas.report.render import Table
 from itnas.report.runs import Group, check_complete, load_runs, load_selections, selected_seed
 from itnas.report.stats import difference_to_random
 from itnas.variants import NAMES as VARIANTS
@@ -48,194 +53,6 @@ BENCHMARK_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "cinic10": "C
 
 # ----------------------------------------------------------------------------- inputs
 
-
-
-# ----------------------------------------------------------------------------- statistics
-
-
-def mean_std(values: Sequence[float]) -> tuple[float, float | None]:
-    mean = statistics.fmean(values)
-    std = statistics.stdev(values) if len(values) >= 2 else None
-    return mean, std
-
-
-class Num(str):
-    """A table cell's text that remembers its number: the renderers give every number of a
-    column one format (the most decimals any of its cells asks for, and enough for its smallest
-    magnitude to show two significant digits, so a tiny stand-in network is not "0")."""
-
-    value: float
-    std: float | None
-    digits: int
-    sign: bool
-
-    def __new__(cls, value: float, digits: int = 2, std: float | None = None, sign: bool = False) -> Num:
-        cell = super().__new__(cls, _number_text(value, digits, std, sign))
-        cell.value, cell.std, cell.digits, cell.sign = float(value), std, digits, sign
-        return cell
-
-    def text(self, digits: int) -> str:
-        return _number_text(self.value, digits, self.std, self.sign)
-
-
-def _number_text(value: float, digits: int, std: float | None, sign: bool) -> str:
-    text = f"{value:+.{digits}f}" if sign else f"{value:.{digits}f}"
-    return text if std is None else f"{text} ± {std:.{digits}f}"
-
-
-MAX_DIGITS = 4
-
-
-def column_digits(cells: Iterable[Any]) -> int | None:
-    """The decimals of a column's numbers (None: it holds none)."""
-    numbers = [c for c in cells if isinstance(c, Num)]
-    if not numbers:
-        return None
-    digits = max(c.digits for c in numbers)
-    magnitudes = [abs(c.value) for c in numbers if not c.sign and c.value != 0]
-    if magnitudes:  # two significant digits for the smallest (differences keep their decimals)
-        digits = max(digits, min(MAX_DIGITS, 1 - math.floor(math.log10(min(magnitudes)))))
-    return digits
-
-
-def fmt_num(value: float | None, digits: int = 2) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "—"
-    return Num(value, digits)
-
-
-def fmt_pm(values: Sequence[float] | None, digits: int = 2) -> str:
-    if not values:
-        return "—"
-    mean, std = mean_std(values)
-    return Num(mean, digits, std)
-
-
-def fmt_diff(values: Sequence[float] | None, paper: float | None) -> str:
-    if not values or paper is None:
-        return "—"
-    return Num(statistics.fmean(values) - paper, 2, sign=True)
-
-
-def fmt_interval(diff: tuple[float, float, float] | None) -> str:
-    if diff is None:
-        return "—"
-    d, lo, hi = diff
-    return f"{d:+.2f} [{lo:+.2f}, {hi:+.2f}]"
-
-
-def _m(values: Sequence[float] | None, scale: float = 1e6) -> float | None:
-    return statistics.fmean(values) / scale if values else None
-
-
-# ----------------------------------------------------------------------------- tables
-
-
-@dataclass
-class Table:
-    name: str
-    title: str
-    headers: list[str]
-    rows: list[list[str]]
-    csv_fields: list[str]
-    csv_rows: list[dict[str, Any]]
-    notes: list[str] = field(default_factory=list)
-
-    def text_rows(self) -> list[list[str]]:
-        """The rows as printed: every number of a column in the column's one format."""
-        digits = [column_digits(column) for column in zip(*self.rows)] if self.rows else []
-        return [[c.text(d) if isinstance(c, Num) and d is not None else str(c) for c, d in zip(row, digits)]
-                for row in self.rows]
-
-    def markdown(self) -> str:
-        """GitHub-flavoured Markdown: a heading with the title, the table, the notes."""
-        out = [f"# {self.title}", ""]
-        out.append("| " + " | ".join(self.headers) + " |")
-        out.append("|" + "|".join("---" for _ in self.headers) + "|")
-        for row in self.text_rows():
-            out.append("| " + " | ".join(c.replace("|", "\\|") for c in row) + " |")
-        if self.notes:
-            out.append("")
-            out.extend(f"- {note}" for note in self.notes)
-        return "\n".join(out) + "\n"
-
-    def csv(self) -> str:
-        """Plain CSV, one header line and one line per row, that any reader loads without
-        options; the title and notes are in the other formats."""
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=self.csv_fields, lineterminator="\n")
-        writer.writeheader()
-        for row in self.csv_rows:
-            writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in self.csv_fields})
-        return buf.getvalue()
-
-    def html(self) -> str:
-        """A standalone page for the Snakemake report."""
-        head = "".join(f"<th>{escape(h)}</th>" for h in self.headers)
-        body = []
-        for row in self.text_rows():
-            cls = ' class="ours"' if len(row) > 1 and row[1] == "reproduced" else ""
-            body.append(f"<tr{cls}>" + "".join(f"<td>{html_inline(c)}</td>" for c in row) + "</tr>")
-        notes = "".join(f"<li>{html_inline(n)}</li>" for n in self.notes)
-        return ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">"
-                f"<title>{escape(self.title)}</title><style>"
-                "body{font-family:sans-serif;font-size:13px}table{border-collapse:collapse}"
-                "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}"
-                "td:first-child,th:first-child{text-align:left}tr.ours{background:#eef6ff}"
-                "</style></head><body>"
-                f"<h3>{escape(self.title)}</h3><table><thead><tr>{head}</tr></thead>"
-                f"<tbody>{''.join(body)}</tbody></table><ul>{notes}</ul></body></html>\n")
-
-    def latex(self) -> str:
-        cols = "l" + "r" * (len(self.headers) - 1)
-        out = [
-            f"% generated by itnas tables; needs {LATEX_PACKAGES}",
-            "\\begin{table}[t]",
-            "\\centering",
-            "\\small",
-            f"\\caption{{{latex_inline(re.sub(r'^Table [0-9]+: ', '', self.title))}}}",  # LaTeX numbers it
-            f"\\label{{tab:{self.name}}}",
-            f"\\begin{{tabular}}{{{cols}}}",
-            "\\toprule",
-            " & ".join(latex_inline(h) for h in self.headers) + " \\\\",
-            "\\midrule",
-        ]
-        for row in self.text_rows():
-            if row and row[0] == "":
-                continue
-            out.append(" & ".join(latex_inline(c) for c in row) + " \\\\")
-        out += ["\\bottomrule", "\\end{tabular}"]
-        if self.notes:
-            out.append("\\par\\footnotesize " + " ".join(latex_inline(n) for n in self.notes))
-        out += ["\\end{table}", ""]
-        return "\n".join(out)
-
-
-# What the .tex files need beyond LaTeX itself (booktabs rules; amssymb for \checkmark).
-LATEX_PACKAGES = "\\usepackage{booktabs} \\usepackage{amssymb}"
-_LATEX = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
-          "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "\\": r"\textbackslash{}",
-          "±": r"$\pm$", "—": "---", "–": "--", "Δ": r"$\Delta$", "✓": r"\checkmark{}",
-          "✗": r"$\times$", "→": r"$\to$", "×": r"$\times$", "τ": r"$\tau$"}
-
-
-def latex_escape(text: str) -> str:
-    return "".join(_LATEX.get(ch, ch) for ch in str(text))
-
-
-_CODE = re.compile(r"`([^`]+)`")  # Markdown code spans, which the tables' texts use for names
-
-
-def latex_inline(text: str) -> str:
-    """Text for LaTeX: escaped, code spans in typewriter type."""
-    parts = _CODE.split(str(text))
-    return "".join(f"\\texttt{{{latex_escape(p)}}}" if k % 2 else latex_escape(p) for k, p in enumerate(parts))
-
-
-def html_inline(text: str) -> str:
-    """Text for HTML: escaped, code spans as <code>."""
-    parts = _CODE.split(str(text))
-    return "".join(f"<code>{escape(p)}</code>" if k % 2 else escape(p) for k, p in enumerate(parts))
 
 
 @dataclass
@@ -372,13 +189,13 @@ def table1(inp: Inputs) -> Table:
         mean, std = mean_std(err)
         vs_random = inp.vs_random(bench, err)
         rows.append([display_name(label), "reproduced", fmt_pm(err), str(len(err)),
-                     fmt_num(_m(params)), fmt_num(_m(macs), 0),
+                     fmt_num(millions(params)), fmt_num(millions(macs), 0),
                      fmt_num(statistics.fmean(cost), 3) if cost else "—",
                      f"{paper['error']:.2f} ({paper['name']})" if paper else "—",
                      fmt_diff(err, paper["error"] if paper else None), fmt_interval(vs_random)])
         csv_rows.append({"architecture": display_name(label), "source": "reproduced", "label": label,
                          "dataset": g.dataset, "error_mean": mean, "error_std": std, "n_seeds": len(err),
-                         "seeds": " ".join(map(str, g.seeds)), "params_m": _m(params), "macs_m": _m(macs),
+                         "seeds": " ".join(map(str, g.seeds)), "params_m": millions(params), "macs_m": millions(macs),
                          "search_gpu_days": statistics.fmean(cost) if cost else None,
                          "paper_row": paper["name"] if paper else None,
                          "paper_error": paper["error"] if paper else None,
@@ -389,10 +206,10 @@ def table1(inp: Inputs) -> Table:
         groups.extend(cells)
         mean, std = mean_std(err)
         rows.append([RANDOM_NAME, "reproduced", fmt_pm(err), f"{len(cells)} × {len(cells[0].seeds)}",
-                     fmt_num(_m(params)), fmt_num(_m(macs), 1), "—", "—", "—", "—"])
+                     fmt_num(millions(params)), fmt_num(millions(macs), 1), "—", "—", "—", "—"])
         csv_rows.append({"architecture": RANDOM_NAME, "source": "reproduced", "label": "random",
                          "dataset": cells[0].dataset, "error_mean": mean, "error_std": std, "n_seeds": len(err),
-                         "seeds": " ".join(map(str, cells[0].seeds)), "params_m": _m(params), "macs_m": _m(macs)})
+                         "seeds": " ".join(map(str, cells[0].seeds)), "params_m": millions(params), "macs_m": millions(macs)})
     standin = inp.standin(groups)
     notes = ["Reproduced rows: mean ± sample std of the test error over training seeds; search cost is "
              "the mean GPU-days of one search of that variant (selection and evaluation excluded).",
@@ -436,7 +253,7 @@ def table2(inp: Inputs) -> Table:
                      yes[row["tiep"]], setting, fmt_num(row["error"]),
                      fmt_pm(err) if err else "not run", str(len(err)) if err else "0",
                      fmt_diff(err, row["error"]), fmt_interval(vs_random), fmt_spread(searched), stability,
-                     fmt_num(_m(params)), fmt_num(statistics.fmean(cost), 3) if cost else "—",
+                     fmt_num(millions(params)), fmt_num(statistics.fmean(cost), 3) if cost else "—",
                      str(len(sg.runs)) if sg else "0", sel or "—"])
         spread = mean_std(searched) if searched else (None, None)
         csv_rows.append({"variant": variant, "gumbel": row["gumbel"], "transition": row["transition"],
@@ -446,7 +263,7 @@ def table2(inp: Inputs) -> Table:
                          "searched_mean": spread[0], "searched_std": spread[1],
                          "searched_min": min(searched) if searched else None,
                          "searched_max": max(searched) if searched else None, "n_searched": len(searched),
-                         "tau_changes": None if stability == "—" else stability, "params_m": _m(params),
+                         "tau_changes": None if stability == "—" else stability, "params_m": millions(params),
                          "search_gpu_days": statistics.fmean(cost) if cost else None,
                          "n_searches": len(sg.runs) if sg else 0, "selected_seed": sel or None})
     random_row = _random_row(inp, bench)
@@ -455,10 +272,10 @@ def table2(inp: Inputs) -> Table:
         groups.extend(cells)
         mean, std = mean_std(err)
         rows.append([RANDOM_NAME, "—", "—", "—", "sampled (itnas sample)", "—", fmt_pm(err),
-                     f"{len(cells)} × {len(cells[0].seeds)}", "—", "—", "—", "—", fmt_num(_m(params)),
+                     f"{len(cells)} × {len(cells[0].seeds)}", "—", "—", "—", "—", fmt_num(millions(params)),
                      "0", "0", "—"])
         csv_rows.append({"variant": "random", "setting": "sampled", "error_mean": mean, "error_std": std,
-                         "n_seeds": len(err), "params_m": _m(params), "search_gpu_days": 0, "n_searches": 0})
+                         "n_seeds": len(err), "params_m": millions(params), "search_gpu_days": 0, "n_searches": 0})
     notes = ["The DARTS rows' paper number (2.76 %) is given in the text of section 4.1.2 and is DARTS in "
              "its own setting (second order, 8 ops with none): our darts variant is the ablation's base "
              "(first order, 7 ops, as the other variants); darts_2nd, when searched, is DARTS's own setting.",
@@ -494,12 +311,6 @@ def _random_fields(diff: tuple[float, float, float] | None) -> dict[str, float |
     return {"diff_random": d, "diff_random_low": lo, "diff_random_high": hi}
 
 
-def fmt_spread(values: Sequence[float]) -> str:
-    if not values:
-        return "—"
-    return f"{fmt_pm(values)} ({min(values):.2f}–{max(values):.2f}, {len(values)})"
-
-
 def table3(inp: Inputs) -> Table:
     spec = inp.published["table3"]
     bench = spec.get("benchmark", "imagenet")
@@ -528,14 +339,14 @@ def table3(inp: Inputs) -> Table:
         m1, s1 = mean_std(top1)
         m5, s5 = mean_std(top5) if top5 else (None, None)
         rows.append([display_name(label), "reproduced", fmt_pm(top1), fmt_pm(top5), str(len(top1)),
-                     fmt_num(_m(params)), fmt_num(_m(macs), 0),
+                     fmt_num(millions(params)), fmt_num(millions(macs), 0),
                      fmt_num(statistics.fmean(cost), 3) if cost else "—", "gradient",
                      f"{paper['top1']:.2f} ({paper['name']})" if paper else "—",
                      fmt_diff(top1, paper["top1"] if paper else None)])
         csv_rows.append({"architecture": display_name(label), "source": "reproduced", "label": label,
                          "dataset": g.dataset, "top1_mean": m1, "top1_std": s1, "top5_mean": m5,
                          "top5_std": s5, "n_seeds": len(top1), "seeds": " ".join(map(str, g.seeds)),
-                         "params_m": _m(params), "flops_m": _m(macs),
+                         "params_m": millions(params), "flops_m": millions(macs),
                          "search_gpu_days": statistics.fmean(cost) if cost else None,
                          "method": "gradient", "paper_row": paper["name"] if paper else None,
                          "paper_top1": paper["top1"] if paper else None,

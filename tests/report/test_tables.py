@@ -17,7 +17,7 @@ import pytest
 
 from itnas.cli import main
 from itnas.errors import UserError
-from itnas.report import tables
+from itnas.report import render, tables
 
 REPO = Path(__file__).resolve().parents[2]
 PUBLISHED = REPO / "config" / "published.yaml"
@@ -74,7 +74,7 @@ def runs(tmp_path):
     return {"root": root, "search": search, "train": train, "select": select}
 
 
-def _by_name(table: tables.Table) -> dict[str, list[str]]:
+def _by_name(table: render.Table) -> dict[str, list[str]]:
     return {row[0]: row for row in table.rows}
 
 
@@ -174,7 +174,7 @@ def test_the_command_writes_markdown_csv_latex_and_html(runs, tmp_path):
         assert (out / f"table{n}.tex").read_text().isascii(), n
 
 
-def _written(runs, tmp_path, standin: bool = False) -> tuple[Path, list[tables.Table]]:
+def _written(runs, tmp_path, standin: bool = False) -> tuple[Path, list[render.Table]]:
     if standin:
         root = tmp_path / "standin"
         search = [_search(root, "synthetic-cifar10", v, s, 0.05, True) for v in tables.VARIANTS for s in (0, 1)]
@@ -245,12 +245,6 @@ def test_the_html_parses_has_no_markdown_and_every_numeric_column_has_one_format
             assert len(decimals) <= 1, f"{table.name} column {name!r}: {sorted(set(numbers))[:6]}"
 
 
-def test_markdown_code_spans_become_code_in_html_and_typewriter_in_latex():
-    text = "the `darts_2nd` variant & `itnas select`"
-    assert tables.html_inline(text) == "the <code>darts_2nd</code> variant &amp; <code>itnas select</code>"
-    assert tables.latex_inline(text) == r"the \texttt{darts\_2nd} variant \& \texttt{itnas select}"
-
-
 def test_a_tiny_stand_in_network_shows_its_macs_and_search_cost_not_zero(runs, tmp_path):
     _, built = _written(runs, tmp_path, standin=True)
     t1, _, t3, _ = built
@@ -292,10 +286,6 @@ def test_paths_outside_the_workflow_layout_are_refused(tmp_path):
     bad = _write(tmp_path / "metrics.json", {"test_top1_err": 1})
     with pytest.raises(UserError, match="not a run file of the workflow layout"):
         tables.build(PUBLISHED, [], [bad], [])
-
-
-def test_latex_escapes_special_characters():
-    assert tables.latex_escape("a_b & 5% ± —") == r"a\_b \& 5\% $\pm$ ---"
 
 
 RANDOM = {"random0": [3.5, 3.7], "random1": [3.3, 3.1]}
