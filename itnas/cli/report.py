@@ -13,7 +13,7 @@ from itnas.data.registry import get_spec
 from itnas.errors import UserError
 from itnas.files import output_path, read_json
 from itnas.genotypes import resolve_genotype
-from itnas.report import plots, tables
+from itnas.report import inputs, plots, tables
 
 log = logging.getLogger(__name__)
 
@@ -126,9 +126,9 @@ def parse_roles(items: list[str]) -> dict[str, str]:
         bench, sep, dataset = (part.strip() for part in item.partition("="))
         if not sep or not bench or not dataset:
             raise UserError(f"--benchmark '{item}': expected BENCH=DATASET, e.g. cifar10=synthetic-cifar10")
-        if bench not in tables.BENCHMARK_NAMES:
+        if bench not in inputs.BENCHMARK_NAMES:
             raise UserError(f"--benchmark '{item}': unknown benchmark '{bench}' "
-                            f"(expected one of: {', '.join(tables.BENCHMARK_NAMES)})")
+                            f"(expected one of: {', '.join(inputs.BENCHMARK_NAMES)})")
         try:
             get_spec(dataset)
         except UserError as exc:

@@ -17,7 +17,7 @@ import pytest
 
 from itnas.cli import main
 from itnas.errors import UserError
-from itnas.report import render, tables
+from itnas.report import inputs, render, tables
 
 REPO = Path(__file__).resolve().parents[2]
 PUBLISHED = REPO / "config" / "published.yaml"
@@ -57,7 +57,7 @@ def runs(tmp_path):
     ds = {"cifar10": "cifar10", "cifar100": "cifar100", "cinic10": "cinic10", "svhn": "svhn",
           "imagenet": "imagenet"}
     search, train, select = [], [], []
-    for v in tables.VARIANTS:
+    for v in inputs.VARIANTS:
         for s in (0, 1):
             search.append(_search(root, "cifar10", v, s, gpu_hours=7.2 + s, standin=False))
         select.append(_selection(root, "cifar10", v, 1))
@@ -144,7 +144,7 @@ def test_stand_in_runs_are_labelled_in_every_title(tmp_path):
     built = tables.build(PUBLISHED, search, train, [])
     assert [t.name for t in built] == ["table1", "table2", "table3", "table4"]
     for table in built:
-        assert tables.STANDIN_NOTE in table.title, table.name
+        assert inputs.STANDIN_NOTE in table.title, table.name
     assert "CIFAR-10 → synthetic-cifar10" in built[0].title
     row = _by_name(built[0])["ITNAS (our search)"]
     assert row[2] == "50.00 ± 0.00"
@@ -177,7 +177,7 @@ def test_the_command_writes_markdown_csv_latex_and_html(runs, tmp_path):
 def _written(runs, tmp_path, standin: bool = False) -> tuple[Path, list[render.Table]]:
     if standin:
         root = tmp_path / "standin"
-        search = [_search(root, "synthetic-cifar10", v, s, 0.05, True) for v in tables.VARIANTS for s in (0, 1)]
+        search = [_search(root, "synthetic-cifar10", v, s, 0.05, True) for v in inputs.VARIANTS for s in (0, 1)]
         train = [_train(root, f"synthetic-{b}", "itnas", s, 50.0, True, macs=183_000)
                  for b in ("cifar10", "cifar100", "cinic10", "svhn", "imagenet") for s in (0, 1)]
         built = tables.build(PUBLISHED, search, train, [])
@@ -308,7 +308,7 @@ def test_random_cells_are_one_row_and_every_row_gets_its_difference_to_them(with
     rows = _by_name(t1)
     assert not any(name.startswith("random") for name in rows)
     everything = [e for values in RANDOM.values() for e in values]
-    random_row = rows[tables.RANDOM_NAME]
+    random_row = rows[inputs.RANDOM_NAME]
     assert random_row[2] == f"{statistics.fmean(everything):.2f} ± {statistics.stdev(everything):.2f}"
     assert random_row[3] == "2 × 2"  # cells x seeds
     diff, low, high = difference_to_random([2.4, 2.5], list(RANDOM.values()))
@@ -317,7 +317,7 @@ def test_random_cells_are_one_row_and_every_row_gets_its_difference_to_them(with
     assert rows["ITNAS (our search)"][-1] == f"{diff:+.2f} [{low:+.2f}, {high:+.2f}]"
     abl = {row[0]: row for row in t2.rows}
     assert abl["Gumbel + Transition + TIEP (ITNAS) (itnas)"][9] == rows["ITNAS (our search)"][-1]
-    assert tables.RANDOM_NAME in abl
+    assert inputs.RANDOM_NAME in abl
     # the searched cells' spread from the selection's candidates (9 and 10 % held-out error)
     assert abl["Gumbel only (gumbel)"][10] == f"9.50 ± {statistics.stdev([9, 10]):.2f} (9.00–10.00, 2)"
     out = tmp_path / "t"
