@@ -160,7 +160,8 @@ def genotype_from_json(obj: Any, source: str = "genotype") -> Genotype:
     """Validate a parsed genotype JSON object; every problem is one line naming `source`."""
     if not isinstance(obj, dict):
         raise UserError(f"{source}: expected a JSON object with 'normal' and 'reduce', got {type(obj).__name__}")
-    unknown = set(obj) - {"normal", "normal_concat", "reduce", "reduce_concat", "name", "source"}
+    # `derive_tau`: the temperature `itnas derive` and the search derived the cell at (a record).
+    unknown = set(obj) - {"normal", "normal_concat", "reduce", "reduce_concat", "name", "source", "derive_tau"}
     if unknown:
         raise UserError(f"{source}: unknown key '{sorted(unknown)[0]}' in genotype")
     return Genotype(

@@ -11,6 +11,7 @@ is one more entry here. Flag sets outside the registry still run under a stable,
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 from itnas.errors import UserError
@@ -109,6 +110,17 @@ def name_for(gumbel: bool, transition: bool, tiep: bool) -> str:
             return variant.name
     return "_".join(n for n, on in (("softmax", not gumbel), ("gumbel", gumbel),
                                     ("transition", transition), ("tiep", tiep)) if on)
+
+
+def flags_of(name: str) -> dict[str, bool] | None:
+    """The three flags of a variant name: a registered variant's, or those `name_for` made the
+    name from; None for any other name."""
+    if name in VARIANTS:
+        return dict(VARIANTS[name].flags)
+    for gumbel, transition, tiep in itertools.product((False, True), repeat=3):
+        if name_for(gumbel, transition, tiep) == name:
+            return {"gumbel": gumbel, "transition": transition, "tiep": tiep}
+    return None
 
 
 def help_text() -> str:

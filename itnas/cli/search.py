@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 
 from itnas import variants
 from itnas.cli.common import HelpFormatter, add_config_args, check_seed
@@ -13,6 +14,8 @@ from itnas.files import output_path
 from itnas.genotypes import random_name
 from itnas.gpu_lease import lease_for
 from itnas.space import sample_genotype, save_genotype
+
+log = logging.getLogger(__name__)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -48,7 +51,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="tiep (itnas) or darts (the other variants)")
     d.add_argument("--tau", type=float, metavar="T",
                    help="derivation temperature: the outer edges' softmax(alpha / T); default: the one the "
-                        "search recorded in the arch state (its derive.tau), else 1")
+                        "search recorded in the arch state (its derive.tau), else derive.tau: auto for the "
+                        "variant it records (0.5 for Gumbel variants, 1 for softmax ones); a state with "
+                        "neither needs --tau. The genotype file records the temperature (derive_tau)")
     d.add_argument("--out", required=True, metavar="FILE", help="genotype JSON to write (atomically)")
     d.add_argument("--name", help="the genotype's name, written into the file: the runs that train "
                                   "it show it, e.g. `itnas select`'s candidates (the workflow passes "
@@ -99,13 +104,17 @@ def run_search(args: argparse.Namespace) -> int:
 
 def run_derive(args: argparse.Namespace) -> int:
     from itnas.formats import load_arch_state
-    from itnas.search.derive import derive
+    from itnas.search.derive import derive, state_derive_tau
 
     output_path(args.out, "--out", folder=False)
     state = load_arch_state(args.arch_state)
-    tau = args.tau if args.tau is not None else state.get("derive_tau", 1.0)
+    if args.tau is not None:
+        tau, origin = args.tau, "--tau"
+    else:
+        tau, origin = state_derive_tau(state, args.arch_state)
     genotype = derive(state, args.method, tau)
-    save_genotype(args.out, genotype, **({"name": args.name} if args.name else {}))
+    log.info("derive %s with %s at temperature %g (%s)", args.arch_state, args.method, tau, origin)
+    save_genotype(args.out, genotype, **({"name": args.name} if args.name else {}), derive_tau=tau)
     print(json.dumps(genotype.to_json()))
     return 0
 

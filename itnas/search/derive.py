@@ -24,6 +24,7 @@ from collections.abc import Sequence
 
 import torch
 
+from itnas.config import defaults
 from itnas.errors import UserError
 from itnas.search.policies import eq11, transition_weights
 from itnas.space import (
@@ -38,7 +39,7 @@ from itnas.space import (
     edge_key,
     triple_key,
 )
-from itnas.variants import DERIVE_METHODS
+from itnas.variants import DERIVE_METHODS, flags_of
 
 METHODS = DERIVE_METHODS
 
@@ -149,6 +150,24 @@ def derive_tau(cfg: dict) -> float:
     if tau == "auto":
         return float(cfg["tau"]["end"]) if cfg["arch"]["gumbel"] else 1.0
     return float(tau)
+
+
+def state_derive_tau(state: dict, source: str) -> tuple[float, str]:
+    """The temperature to derive a validated arch state at when none is given, and where it comes
+    from: the one its search recorded (`derive_tau`), else `derive.tau: auto` for the variant the
+    state records, with the search config's defaults (tau.end 0.5 for Gumbel variants, 1 for
+    softmax ones). A state with neither is refused: only the user can say which it was."""
+    if "derive_tau" in state:
+        return state["derive_tau"], "recorded by its search"
+    variant = state.get("variant")
+    flags = flags_of(variant) if isinstance(variant, str) else None
+    if flags is None:
+        what = f"an unknown variant {variant!r}" if variant is not None else "no variant"
+        raise UserError(f"{source}: records no derivation temperature ('derive_tau') and {what}, so the "
+                        "temperature to derive at is unknown; give it with --tau (docs/method.md, derive.tau)")
+    cfg = defaults("search")
+    cfg["arch"].update(flags)
+    return derive_tau(cfg), f"derive.tau: auto for its variant '{variant}', with the default tau.end"
 
 
 def differences(a: Genotype, b: Genotype) -> dict[str, int]:

@@ -263,7 +263,8 @@ def run_search(cfg: dict, seed: int, out: str | Path) -> dict[str, Any]:
         genotype = searcher.genotype()
         metrics = final_metrics(cfg, seed, run, searcher, data, genotype)
         save_arch_state(run.path / "arch_state.json", searcher.arch_state())
-        save_genotype(run.path / "genotype.json", genotype, name=searched_name(variant, seed))
+        save_genotype(run.path / "genotype.json", genotype, name=searched_name(variant, seed),
+                      derive_tau=derive_tau(cfg))
         run.finish(metrics, artifacts=("genotype.json", "arch_state.json"), results=RESULTS, settings=SETTINGS)
     log.info("search %s done: val acc %s, genotype hash %s -> %s", label, _fmt(metrics["val_acc"], "%"),
              metrics["genotype_hash"], out)

@@ -9,7 +9,15 @@ from itnas.cli import main
 from itnas.errors import UserError
 from itnas.formats import validate_arch_state
 from itnas.search.derive import darts_cell, derive, soft_weights, tiep_cell
-from itnas.space import ALL_EDGES, OUTER_EDGES, PRIMITIVES, TRIPLES, edge_key, triple_key
+from itnas.space import (
+    ALL_EDGES,
+    OUTER_EDGES,
+    PRIMITIVES,
+    TRIPLES,
+    edge_key,
+    genotype_from_json,
+    triple_key,
+)
 
 K = 7
 UNIFORM = [1.0 / K] * K
@@ -109,7 +117,7 @@ def test_derive_cli_writes_the_tiep_genotype_of_a_hand_written_file(tmp_path, ca
     src = _write(tmp_path, state_of(hand_worked_cell()))
     out = tmp_path / "g.json"
     assert main(["derive", "--arch-state", str(src), "--method", "tiep", "--out", str(out),
-                 "--name", "itnas-seed2"]) == 0
+                 "--name", "itnas-seed2", "--tau", "1"]) == 0
     written = json.loads(out.read_text())
     assert written["normal"][3] == ["dil_conv_3x3", 2] and written["name"] == "itnas-seed2"
     assert written["reduce_concat"] == [2, 3, 4, 5]
@@ -194,6 +202,59 @@ def test_derive_takes_the_temperature_from_the_cli_else_from_the_arch_state(tmp_
     for bad in ("0", "-1", "inf", "nan"):
         assert main(["derive", "--arch-state", str(path), "--method", "tiep", "--out", str(out), "--tau", bad]) == 2
         assert "--tau" in capsys.readouterr().err
+
+
+def _derive_cli(tmp_path, capsys, extra_state: dict, *args: str) -> tuple[int, dict | None, str]:
+    """`itnas derive --method tiep` on the tau-sensitive cell with `extra_state` keys: (exit
+    status, the genotype file or None, stderr)."""
+    src = _write(tmp_path, {**state_of(tau_sensitive_cell()), **extra_state})
+    out = tmp_path / "g.json"
+    out.unlink(missing_ok=True)
+    rc = main(["derive", "--arch-state", str(src), "--method", "tiep", "--out", str(out), *args])
+    return rc, json.loads(out.read_text()) if out.exists() else None, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra_state, tau, kept, origin", [
+    ({"derive_tau": 2.0, "variant": "itnas"}, 2.0, [0, 2], "recorded by its search"),  # the record wins
+    ({"variant": "itnas"}, 0.5, [0, 1], "auto for its variant 'itnas'"),  # Gumbel: the final tau.end
+    ({"variant": "gumbel_transition"}, 0.5, [0, 1], "auto for its variant 'gumbel_transition'"),
+    ({"variant": "darts"}, 1.0, [0, 2], "auto for its variant 'darts'"),  # softmax: 1
+    ({"variant": "softmax_transition_tiep"}, 1.0, [0, 2], "softmax_transition_tiep"),  # unregistered flags
+])
+def test_derive_without_tau_takes_the_recorded_one_else_the_variants_and_says_which(
+        tmp_path, capsys, extra_state, tau, kept, origin):
+    rc, written, err = _derive_cli(tmp_path, capsys, extra_state)
+    assert rc == 0
+    assert written["derive_tau"] == tau and _node3(genotype_from_json(written)) == kept
+    line = [x for x in err.splitlines() if "temperature" in x]
+    assert len(line) == 1 and f"temperature {tau:g} " in line[0] and origin in line[0]
+
+
+def test_derive_with_tau_records_the_given_one(tmp_path, capsys):
+    rc, written, err = _derive_cli(tmp_path, capsys, {"derive_tau": 0.5, "variant": "itnas"}, "--tau", "2")
+    assert rc == 0 and written["derive_tau"] == 2.0 and _node3(genotype_from_json(written)) == [0, 2]
+    assert "temperature 2 (--tau)" in err
+
+
+@pytest.mark.parametrize("extra_state, says", [({}, "no variant"), ({"variant": "mystery"}, "'mystery'")])
+def test_derive_refuses_a_state_with_neither_tau_nor_a_known_variant_until_tau_is_given(
+        tmp_path, capsys, extra_state, says):
+    rc, written, err = _derive_cli(tmp_path, capsys, extra_state)
+    assert rc == 2 and written is None
+    assert err.count("\n") == 1 and "derive_tau" in err and "--tau" in err and says in err
+    rc, written, _ = _derive_cli(tmp_path, capsys, extra_state, "--tau", "0.5")
+    assert rc == 0 and written["derive_tau"] == 0.5
+
+
+def test_genotype_files_with_a_derive_tau_are_read_like_any_other(tmp_path):
+    from itnas.genotypes import lookup, resolve_genotype
+    from itnas.space import load_genotype, save_genotype
+
+    path = tmp_path / "itnas" / "seed0" / "genotype.json"
+    path.parent.mkdir(parents=True)
+    save_genotype(path, lookup("DARTS_V2"), name="itnas-seed0", derive_tau=0.5)
+    assert load_genotype(path) == lookup("DARTS_V2")
+    assert resolve_genotype(str(path)) == (lookup("DARTS_V2"), "itnas-seed0")
 
 
 def test_auto_derives_at_the_final_search_temperature_for_gumbel_variants_and_at_1_otherwise():

@@ -39,6 +39,8 @@ def test_search_leaves_the_contracted_files(tmp_path, tiny_search_overrides, var
     assert (state["primitives"][0] == "none") is none_op and metrics["ops"] == (8 if none_op else 7)
     assert metrics["arch_order"] == ("second" if none_op else "first")
     assert all(op != "none" for op, _ in load_genotype(run / "genotype.json").normal)
+    # the genotype file records the temperature it was derived at, as the arch state does
+    assert json.loads((run / "genotype.json").read_text())["derive_tau"] == state["derive_tau"] == metrics["derive_tau"]
     history = json.loads((run / "history.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2]
     if not variants.get(variant).gumbel:  # softmax alone: no temperature to record

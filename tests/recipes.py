@@ -1,0 +1,31 @@
+"""Where the tests find the paper's recipe files: one place, so that moving them is a one-line change."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from itnas.config import defaults, flatten
+from itnas.files import read_yaml
+
+RECIPES = Path(__file__).resolve().parents[1] / "config"
+SEARCH = RECIPES / "search.yaml"
+TRAIN_CIFAR = RECIPES / "train_cifar.yaml"
+TRAIN_IMAGENET = RECIPES / "train_imagenet.yaml"
+
+# How a run runs (device, threads, compilation, ...): itnas/schemas/runtime.json promises that none
+# of these keys changes what a run computes beyond float rounding, so they are no paper settings.
+RUNTIME_PREFIX = "runtime."
+
+
+def settings(kind: str, *recipes: Path) -> set[str]:
+    """The dotted keys of every setting the `recipes` state or the `kind` schema defines, less
+    the runtime block's."""
+    keys = set(flatten(defaults(kind)))
+    for path in recipes:
+        keys |= set(flatten(read_yaml(path, "recipe")))
+    return {k for k in keys if not k.startswith(RUNTIME_PREFIX)}
+
+
+def recipe_value(path: Path, key: str):
+    """The value a recipe gives dotted `key` (None when it states none)."""
+    return flatten(read_yaml(path, "recipe")).get(key)
