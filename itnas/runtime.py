@@ -29,6 +29,7 @@ from itnas.errors import UserError
 
 log = logging.getLogger(__name__)
 
+
 def resolve_device(spec: str = "auto") -> torch.device:
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
