@@ -205,8 +205,9 @@ def load_config(
     schema = load_schema(kind)
     source = str(path) if path is not None else f"<{kind} defaults>"
     raw = {} if path is None else read_yaml(path, "config file")
-    if raw is None:
-        raw = {}
+    if raw is None:  # an empty file (or only comments) is more likely a mistake than a wish for defaults
+        raise UserError(f"{source}: the file is empty (no keys, only blank lines or comments); expected a "
+                        f"{kind} recipe, or no --config for the schema's defaults")
     if not isinstance(raw, dict):
         raise UserError(f"{source}: expected a mapping of keys at the top level, got {type(raw).__name__}")
     overrides = list(overrides or ())
@@ -218,6 +219,35 @@ def load_config(
     if check is not None:
         check(cfg, source)
     return cfg
+
+
+def check_workflow_recipes(config: dict) -> None:
+    """Every job recipe the workflow config names, with the `set` lists its jobs apply, read and
+    checked as the command would (`load_config`), so that `snakemake -n` refuses what a job would
+    refuse hours later: the command's one-line error, after the config key that brings it in.
+
+    The recipes: search.config (a search recipe), select.config, train.cifar.config and
+    train.imagenet.config (training recipes). Each is checked alone (a problem is blamed on its
+    `.config` key), then with its `.set` list, then, for the trainings, with each benchmark's
+    `evaluate.<bench>.set` after it (the ImageNet benchmark trains with train.imagenet, the others
+    with train.cifar). Relative recipe paths are read from the current folder, as the jobs do."""
+    train, evaluate = config.get("train") or {}, config.get("evaluate") or {}
+    recipes = [("search", "search", config.get("search") or {}, []), ("select", "train", config.get("select") or {}, [])]
+    for protocol in ("cifar", "imagenet"):
+        benchmarks = [(f"evaluate.{bench}.set", list((target or {}).get("set") or []))
+                      for bench, target in evaluate.items() if (bench == "imagenet") == (protocol == "imagenet")]
+        recipes.append((f"train.{protocol}", "train", train.get(protocol) or {}, [b for b in benchmarks if b[1]]))
+    for key, kind, entry, benchmarks in recipes:
+        path, sets = entry.get("config"), list(entry.get("set") or [])
+        if path is None:
+            continue
+        layers = [(f"{key}.config", []), *([(f"{key}.set", sets)] if sets else [])]
+        layers += [(name, sets + extra) for name, extra in benchmarks]
+        for blamed, overrides in layers:
+            try:
+                load_config(path, kind, overrides)
+            except UserError as exc:
+                raise UserError(f"config key '{blamed}' ({kind} recipe): {exc}") from None
 
 
 def check_workflow_config(config: dict, sources: Sequence[tuple[str, Any]], schema_file: str | Path) -> None:

@@ -1,8 +1,9 @@
 """What makes the method fast without changing what it computes: everything a reader of the
 method may skip. The method files (itnas/search, itnas/train, itnas/ops.py) never import this
 package; `Runtime.accelerate` (itnas/runtime.py) hands a Searcher or Trainer here once it is
-built, and `runtime.accel: false` keeps it plain.
+built, and `runtime.accel: false` keeps it plain (nothing here is loaded then).
 
+- auto.py      what `auto` means per job and device: the measured rules (`runtime.resolve_runtime`)
 - kernels.py   faster CPU depthwise convs, counter-free BN, the channels-last-safe pooling
 - supernet.py  the supernet's shared ReLU/pooling and one product per node; CUDA streams
 - streams.py   independent branches of a step on several CUDA streams

@@ -1,23 +1,13 @@
-"""torch.compile for the networks (`runtime.compile`): the modes a config may name, compiling a
-module, and the step marks the CUDA-graph modes need. Which mode `auto` means is decided in
-itnas/runtime.py (`AUTO_COMPILE`)."""
+"""torch.compile for the networks (`runtime.compile`): compiling a module, and the step marks the
+CUDA-graph modes need. The modes a config may name are listed in
+itnas/runtime.py (`COMPILE_MODES`, `STEP_GRAPHS`); which one `auto` means, in auto.py."""
 
 from __future__ import annotations
 
 import torch
 
-# torch.compile modes a `compile` key accepts (true = "default"), and 'cudagraphs': torch's
-# backend of that name, which replays the captured graphs (dynamo + AOTAutograd, eager kernels)
-# as CUDA graphs without Inductor's code generation, so it removes launch overhead at a fraction
-# of the compile time (on the CPU it runs the captured graphs eagerly). The ones that replay CUDA
-# graphs are 'cudagraphs' and those for which torch._inductor.list_mode_options sets
-# triton.cudagraphs.
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs", "cudagraphs")
-# Not a torch.compile mode: the search's whole steps recorded as CUDA graphs with
-# torch.cuda.graph, nothing compiled (graphs.py). Search only; eager where CUDA is absent.
-STEP_GRAPHS = "step-graphs"
-JOB_MODES = {"search": (*COMPILE_MODES, STEP_GRAPHS), "train": COMPILE_MODES}
-CUDA_GRAPH_MODES = frozenset({"reduce-overhead", "max-autotune", "cudagraphs"})
+from itnas.runtime import STEP_GRAPHS
+
 BACKEND_MODES = frozenset({"cudagraphs"})  # modes that name a torch.compile backend, not an Inductor mode
 
 

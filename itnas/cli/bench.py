@@ -66,7 +66,7 @@ def _streams(value: str) -> int | str:
 
 
 def _compile_mode(value: str) -> str:
-    from itnas.accel.compile import JOB_MODES
+    from itnas.runtime import JOB_MODES
 
     if value != "auto" and value not in JOB_MODES["search"]:
         raise argparse.ArgumentTypeError(f"expected auto or one of {', '.join(JOB_MODES['search'])}, got {value!r}")

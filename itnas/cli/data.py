@@ -107,7 +107,9 @@ def _presence(name: str, root: str) -> str:
 def _list(args) -> int:
     header = ["name", "kind", "classes", "image", "train", "test", "protocol"]
     if args.root is not None:
-        given_path(args.root, "--root", "folder")
+        root = given_path(args.root, "--root", "folder")
+        if root.exists() and not root.is_dir():  # else every dataset would read "no" there
+            raise UserError(f"--root {root}: is a file, not a folder; expected the data root (prepared data in DIR/NAME)")
         header.append("present")
     rows = [header]
     for spec in list_specs():

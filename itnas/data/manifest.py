@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
 import os
 import shutil
@@ -17,8 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from itnas.data.registry import DatasetSpec, get_spec
-from itnas.errors import DataError
-from itnas.files import usual_mode, write_json
+from itnas.errors import DataError, UserError
+from itnas.files import read_json, usual_mode, write_json
 
 log = logging.getLogger(__name__)
 
@@ -112,13 +111,12 @@ def load_manifest(name: str, root: str | os.PathLike) -> dict:
                         f"({_fetch_hint(name, root)})")
     path = folder / MANIFEST
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"incomplete dataset: {path} is missing, the prepare did not "
-                        f"finish ({_fetch_hint(name, root)})") from None
-    except (OSError, ValueError) as exc:
-        raise DataError(f"corrupt file: {path} is unreadable ({exc.__class__.__name__}); "
-                        f"{_fetch_hint(name, root)}") from None
+        manifest = read_json(path, "dataset manifest")
+    except UserError as exc:
+        if not os.path.lexists(path):
+            raise DataError(f"incomplete dataset: {path} is missing, the prepare did not "
+                            f"finish ({_fetch_hint(name, root)})") from None
+        raise DataError(f"corrupt file: unreadable manifest, {exc}; {_fetch_hint(name, root)}") from None
     if (not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT
             or manifest.get("dataset") != name or not isinstance(manifest.get("files"), dict)):
         raise DataError(f"corrupt file: {path} is not an {MANIFEST_FORMAT} manifest for "

@@ -16,16 +16,11 @@ from typing import Any
 
 from itnas.errors import UserError
 from itnas.files import atomic_open
+from itnas.space import PRIMITIVES
 
-OP_COLOURS = {
-    "sep_conv_3x3": "#1f77b4",
-    "sep_conv_5x5": "#17becf",
-    "dil_conv_3x3": "#2ca02c",
-    "dil_conv_5x5": "#8c564b",
-    "avg_pool_3x3": "#ff7f0e",
-    "max_pool_3x3": "#d62728",
-    "skip_connect": "#7f7f7f",
-}
+# One colour per primitive, in the order of space.PRIMITIVES (which names them).
+OP_COLOURS = dict(zip(PRIMITIVES, ("#1f77b4", "#17becf", "#2ca02c", "#8c564b", "#ff7f0e", "#d62728", "#7f7f7f"),
+                      strict=True))
 
 
 def _figure(width: float, height: float):

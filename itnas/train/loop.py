@@ -30,7 +30,7 @@ from itnas.run import Run, StepClock, check_finite
 from itnas.runtime import (
     Runtime,
     allocation,
-    compile_mode,
+    check_compile,
     describe,
     peak_memory_bytes,
     reset_peak_memory,
@@ -88,7 +88,7 @@ def make_check(protocol: str | None = None, dataset: str | None = None, world_si
                             f"than optim.warmup_epochs ({o['warmup_epochs']})")
         if o["lr_min"] > o["lr"]:
             raise UserError(f"{source}: key 'optim.lr_min': {o['lr_min']} is above optim.lr ({o['lr']})")
-        compile_mode(cfg["runtime"]["compile"], f"{source}: key 'runtime.compile'", job="train")
+        check_compile(cfg["runtime"]["compile"], f"{source}: key 'runtime.compile'", job="train")
         if cfg["protocol"] == "imagenet" and cfg["runtime"]["pipeline"] == "device":
             raise UserError(f"{source}: key 'runtime.pipeline': 'device' implements the CIFAR protocol only "
                             "(32-px arrays); use auto or loader for ImageNet")

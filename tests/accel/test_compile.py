@@ -22,6 +22,7 @@ import torch
 
 import itnas.accel as accel
 from itnas import runtime as dev
+from itnas.accel import auto
 from itnas.accel.bench import search_config
 from itnas.config import load_config
 from itnas.errors import UserError
@@ -47,7 +48,7 @@ def test_search_and_train_configs_take_false_true_and_every_mode(raw, value, mod
     search = load_config(REPO / "config/search.yaml", "search", [f"runtime.compile={raw}"])
     train = load_train_config(REPO / "config/train_cifar.yaml", [f"runtime.compile={raw}"])
     assert search["runtime"]["compile"] == value and train["runtime"]["compile"] == value
-    assert dev.compile_mode(value) == mode
+    assert auto.compile_mode(value) == mode
 
 
 @pytest.mark.parametrize("raw", ["fast", "1", "Default", "reduce_overhead", "[default]"])
@@ -64,7 +65,7 @@ def test_other_compile_values_are_refused_in_one_line_naming_the_key(raw):
 
 def test_compile_mode_refuses_what_the_schema_would():
     with pytest.raises(UserError, match="key 'compile'.*reduce-overhead"):
-        dev.compile_mode("fast")
+        auto.compile_mode("fast")
 
 
 @pytest.mark.parametrize("name, kind, compile", [("search.yaml", "search", "auto"), ("train_cifar.yaml", "train", "auto"),
@@ -77,11 +78,11 @@ def test_the_shipped_configs_stay_valid(name, kind, compile):
 
 @pytest.mark.parametrize("job, cuda_mode", [("train", "reduce-overhead"), ("search", "step-graphs")])
 def test_auto_compile_is_the_measured_mode_on_one_cuda_device_and_eager_elsewhere(job, cuda_mode):
-    assert dev.compile_mode("auto", device=CUDA, job=job) == cuda_mode
-    assert dev.compile_mode("auto", device=CPU, job=job) is None
-    assert dev.compile_mode("auto", device=torch.device("meta"), job=job) is None
-    assert dev.compile_mode("auto", device=CUDA, job=job, distributed=True) is None  # DDP: untested
-    assert dev.compile_mode("auto", job=job) is None  # no device named
+    assert auto.compile_mode("auto", device=CUDA, job=job) == cuda_mode
+    assert auto.compile_mode("auto", device=CPU, job=job) is None
+    assert auto.compile_mode("auto", device=torch.device("meta"), job=job) is None
+    assert auto.compile_mode("auto", device=CUDA, job=job, distributed=True) is None  # DDP: untested
+    assert auto.compile_mode("auto", job=job) is None  # no device named
 
 
 def test_auto_compile_leaves_cpu_search_and_training_eager(compile_calls):
@@ -95,23 +96,23 @@ def test_auto_compile_leaves_cpu_search_and_training_eager(compile_calls):
 
 
 def test_auto_means_channels_last_on_the_cpu_and_no_fast_path_on_cuda():
-    assert dev.resolve_flag("auto", CPU, "channels_last") is True
-    assert dev.resolve_flag("auto", CPU, "amp") is False
-    assert dev.resolve_flag("auto", CUDA, "channels_last") is False
-    assert dev.resolve_flag("auto", CUDA, "amp") is False
-    assert dev.resolve_flag("auto", torch.device("meta"), "channels_last") is False  # unmeasured: off
+    assert auto.resolve_flag("auto", CPU, "channels_last") is True
+    assert auto.resolve_flag("auto", CPU, "amp") is False
+    assert auto.resolve_flag("auto", CUDA, "channels_last") is False
+    assert auto.resolve_flag("auto", CUDA, "amp") is False
+    assert auto.resolve_flag("auto", torch.device("meta"), "channels_last") is False  # unmeasured: off
 
 
 @pytest.mark.parametrize("device", [CPU, CUDA], ids=["cpu", "cuda"])
 @pytest.mark.parametrize("flag", ["amp", "channels_last"])
 def test_explicit_true_and_false_win_on_every_device(device, flag):
-    assert dev.resolve_flag(True, device, flag) is True
-    assert dev.resolve_flag(False, device, flag) is False
+    assert auto.resolve_flag(True, device, flag) is True
+    assert auto.resolve_flag(False, device, flag) is False
 
 
 def test_an_unknown_flag_name_is_a_programming_error():
     with pytest.raises(ValueError, match="channels_last"):
-        dev.resolve_flag("auto", CPU, "channel_last")
+        auto.resolve_flag("auto", CPU, "channel_last")
 
 
 def test_default_search_and_training_on_the_cpu_run_channels_last_in_float32():

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 import itnas.accel as accel
 from itnas import runtime as dev
-from itnas.accel import graphs
+from itnas.accel import auto, graphs
 from itnas.accel.bench import search_config
 from itnas.accel.graphs import StepGraph, make_capturable
 from itnas.errors import UserError
@@ -299,7 +299,7 @@ def test_step_graphs_is_a_search_mode_only():
     with pytest.raises(UserError) as err:
         load_train_config(REPO / "config/train_cifar.yaml", ["runtime.compile=step-graphs"])
     assert "\n" not in str(err.value) and "key 'runtime.compile'" in str(err.value)
-    assert dev.compile_mode(dev.STEP_GRAPHS, job="search") == dev.STEP_GRAPHS
+    assert auto.compile_mode(dev.STEP_GRAPHS, job="search") == dev.STEP_GRAPHS
     assert accel.compile_module(torch.nn.Linear(1, 1), dev.STEP_GRAPHS).__class__ is torch.nn.Linear
     with pytest.raises(UserError, match="^key 'compile': step-graphs records the search's steps only"):
-        dev.compile_mode(dev.STEP_GRAPHS, job="train")
+        auto.compile_mode(dev.STEP_GRAPHS, job="train")

@@ -12,7 +12,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from itnas import runtime as dev
-from itnas.accel import supernet
+from itnas.accel import auto, supernet
 from itnas.accel.streams import backward_kwargs, run_branches
 from itnas.accel.supernet import FastSearchCell, use_fast_cells
 from itnas.errors import UserError
@@ -143,15 +143,15 @@ def test_run_branches_keeps_order_and_the_backward_keeps_the_graph_only_with_cud
 
 def test_the_streams_setting_resolves_per_device_and_refuses_bad_values(monkeypatch):
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert dev.resolve_streams(4, cpu, None) == 1  # no streams off CUDA
-    assert dev.resolve_streams(4, cuda, dev.STEP_GRAPHS) == 4
-    assert dev.resolve_streams("auto", cuda, dev.STEP_GRAPHS) == 4  # measured (device.AUTO_STREAMS)
-    monkeypatch.setattr(dev, "AUTO_STREAMS", {dev.STEP_GRAPHS: 6})
-    assert dev.resolve_streams("auto", cuda, dev.STEP_GRAPHS) == 6
-    assert dev.resolve_streams("auto", cuda, None) == 1 == dev.resolve_streams("auto", cpu, dev.STEP_GRAPHS)
+    assert auto.resolve_streams(4, cpu, None) == 1  # no streams off CUDA
+    assert auto.resolve_streams(4, cuda, dev.STEP_GRAPHS) == 4
+    assert auto.resolve_streams("auto", cuda, dev.STEP_GRAPHS) == 4  # measured (accel.auto.AUTO_STREAMS)
+    monkeypatch.setattr(auto, "AUTO_STREAMS", {dev.STEP_GRAPHS: 6})
+    assert auto.resolve_streams("auto", cuda, dev.STEP_GRAPHS) == 6
+    assert auto.resolve_streams("auto", cuda, None) == 1 == auto.resolve_streams("auto", cpu, dev.STEP_GRAPHS)
     for bad in (0, -2, True, "4", 2.5):
         with pytest.raises(UserError, match=r"runtime.streams: expected auto or an integer >= 1"):
-            dev.resolve_streams(bad, cuda, None)
+            auto.resolve_streams(bad, cuda, None)
     with pytest.raises(ValueError, match="streams must be >= 1"):
         use_fast_cells(SearchNetwork(10, layers=3, init_channels=4), 0)
     cells = use_fast_cells(SearchNetwork(10, layers=3, init_channels=4), 3).cells
@@ -173,11 +173,11 @@ def test_second_order_and_torch_compile_searches_keep_one_stream(monkeypatch, ca
     from itnas.accel.bench import search_config
     from itnas.search.loop import Searcher
 
-    monkeypatch.setattr(dev, "resolve_streams", lambda value, device, mode: 4)  # as on CUDA
+    monkeypatch.setattr(auto, "resolve_streams", lambda value, device, mode: 4)  # as on CUDA
     monkeypatch.setattr(accel, "compile_module", lambda module, mode: module)  # nothing to compile here
     cfg = search_config("darts", 3, 4, 4, "cpu", False, False, compile, setting)
     cfg["arch_optim"]["order"] = order
-    with caplog.at_level("WARNING", logger="itnas.runtime"):
+    with caplog.at_level("WARNING", logger="itnas.accel.auto"):
         searcher = Searcher(cfg, 10, 3)
     assert searcher.rt.streams == (4 if why is None and setting == 4 else 1)
     assert all(c.streams == searcher.rt.streams for c in searcher.net.cells)

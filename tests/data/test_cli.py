@@ -55,6 +55,14 @@ def test_list_shows_every_dataset_and_labels_stand_ins(standin_root, capsys):
     assert "604,388 (train+extra)" in rows["svhn"]
 
 
+def test_list_refuses_a_root_that_is_a_file_in_one_line(tmp_path, capsys):
+    root = tmp_path / "data"
+    root.write_text("not a folder")
+    assert main(["data", "list", "--root", str(root)]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and f"--root {root}: is a file, not a folder" in err
+
+
 @pytest.mark.parametrize("argv", [["data"], ["data", "fetch"], ["data", "verify"],
                                   ["data", "list"]])
 def test_every_subcommand_has_help(argv, capsys):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from itnas.data.fetch import fetch
-from itnas.data.manifest import MANIFEST, check_present, verify
+from itnas.data.manifest import MANIFEST, check_present, load_manifest, verify
 from itnas.errors import DataError
 
 NAME = "synthetic-cifar10"
@@ -28,10 +28,14 @@ def error(root, **kwargs) -> str:
     return message
 
 
-def test_verify_passes_on_a_fresh_stand_in(root):
+def test_verify_passes_on_a_fresh_stand_in_checking_every_file(root):
+    files = load_manifest(NAME, root)["files"]
+    on_disk = {path.name for path in (root / NAME).iterdir() if path.name != MANIFEST}
+    assert on_disk and set(files) == on_disk  # the manifest covers every prepared file, nothing else
+    assert all(entry["size"] > 0 and len(entry["sha256"]) == 64 for entry in files.values())
     verify(NAME, root)
     verify(NAME, root, quick=True)
-    check_present(NAME, root)
+    assert check_present(NAME, root) == root / NAME
 
 
 def test_verify_detects_a_modified_byte(root):
@@ -69,7 +73,14 @@ def test_missing_dataset_or_manifest_says_how_to_fetch(root, tmp_path):
 
 def test_garbled_manifest_is_reported(root):
     (root / NAME / MANIFEST).write_text("{not json")
-    assert "unreadable" in error(root)
+    assert "corrupt file: unreadable manifest" in (message := error(root)) and "not valid JSON" in message
+    assert f"itnas data fetch {NAME}" in message
+
+
+def test_a_manifest_is_read_like_every_json_file_refusing_nan(root):
+    path = root / NAME / MANIFEST
+    path.write_text(path.read_text().replace('"hash": "sha256"', '"hash": NaN'))
+    assert "NaN is not allowed" in (message := error(root)) and str(path) in message
 
 
 def test_fetch_repairs_a_corrupted_stand_in(root):

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import pytest
 
-from itnas.data.registry import DatasetSpec, get_spec, list_specs
+from itnas.data.registry import DatasetSpec, get_spec, list_specs, names
 from itnas.errors import UserError
+from itnas.files import read_yaml
+from tests.conftest import REPO
 
 SPECS = list_specs()
 BENCHMARKS = {"cifar10", "cifar100", "svhn", "cinic10", "imagenet"}
@@ -83,3 +86,13 @@ def test_unknown_name_is_one_line_listing_the_known_ones():
     message = str(exc.value)
     assert message.startswith("unknown dataset 'cifar11' (expected one of: cifar10, ")
     assert "synthetic-imagenet" in message and "\n" not in message
+
+
+def test_dvc_yaml_versions_exactly_the_registered_datasets():
+    """dvc.yaml repeats the registry's names (DVC cannot import them): a dataset added to one and
+    not the other fails here. Its `dvc pull` example names the five benchmarks."""
+    text = (REPO / "dvc.yaml").read_text()
+    versioned = read_yaml(REPO / "dvc.yaml", "DVC stages")["stages"]["dataset"]["foreach"]
+    assert sorted(versioned) == sorted(names()) and len(versioned) == len(set(versioned))
+    pull = next(line for line in text.splitlines() if "dvc pull" in line and "dataset@" in line)
+    assert sorted(re.findall(r"dataset@([\w-]+)", pull)) == sorted(s.name for s in SPECS if not s.standin)

@@ -100,8 +100,14 @@ def test_merge_keys_and_anchors_still_work():
 
 def test_every_yaml_the_project_ships_parses_within_the_limits():
     repo = Path(__file__).resolve().parents[2]
-    for path in [*repo.glob("config/*.yaml"), *repo.glob("workflow/**/*.yaml"), *repo.glob("profiles/**/*.yaml")]:
-        read_yaml(path)
+    paths = sorted({*repo.glob("*.yaml"), *repo.glob("config/**/*.yaml"), *repo.glob("workflow/**/*.yaml"),
+                    *repo.glob("profiles/**/*.yaml")})
+    names = {path.relative_to(repo).as_posix() for path in paths}
+    # The globs found what they are for: the workflow config, the DVC stages, the workflow schema.
+    assert {"config/config.yaml", "dvc.yaml", "workflow/schemas/config.schema.yaml"} <= names, names
+    assert len(paths) >= 10 and any("profiles/" in name for name in names), names
+    for path in paths:
+        assert isinstance(read_yaml(path), dict), path  # every file the project ships is a mapping
 
 
 def test_deeply_nested_json_is_one_line(tmp_path):

@@ -49,6 +49,7 @@ SEARCH_CASES = {
     "--set wrong type": ("", ["epochs=abc"], "key 'epochs': expected integer"),
     "--set into a scalar": ("epochs: 3\n", ["epochs.x=1"], "'epochs' is not a section"),
     "--set a section to a value": ("", ["optim=3"], "key 'optim': expected object"),
+    "empty recipe": ("# settings to come\n", ["epochs=2"], "search.yaml: the file is empty"),
     "python object tag": ("epochs: !!python/object/apply:os.system ['echo pwned']\n", [],
                           "YAML syntax error"),
 }
@@ -59,7 +60,8 @@ def test_malformed_search_configs_are_refused_with_one_line(tmp_path, capsys, ca
     text, overrides, needle = SEARCH_CASES[case]
     cfg = tmp_path / "search.yaml"
     cfg.write_text(text)
-    args = ["search", "--config", str(cfg), "--seed", "0", "--out", str(tmp_path / "run")]
+    # No text: no recipe, the schema's defaults (an empty recipe file is refused).
+    args = ["search", *(["--config", str(cfg)] if text else []), "--seed", "0", "--out", str(tmp_path / "run")]
     for item in overrides:
         args += ["--set", item]
     err = _one_line_error(capsys, main(args))

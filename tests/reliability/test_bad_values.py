@@ -51,9 +51,11 @@ SEARCH_VALUES = {
 
 
 def _search(tmp_path: Path, text: str, overrides: list[str], seed: str = "0") -> list[str]:
-    cfg = tmp_path / "search.yaml"
-    cfg.write_text(text)
-    args = ["search", "--config", str(cfg), "--seed", seed, "--out", str(tmp_path / "run")]
+    args = ["search", "--seed", seed, "--out", str(tmp_path / "run")]
+    if text:  # else no recipe: the schema's defaults (an empty recipe file is refused)
+        cfg = tmp_path / "search.yaml"
+        cfg.write_text(text)
+        args += ["--config", str(cfg)]
     for item in overrides:
         args += ["--set", item]
     return args

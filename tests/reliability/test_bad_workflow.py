@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from itnas.config import check_workflow_config
+from itnas.config import check_workflow_config, check_workflow_recipes
 from itnas.errors import UserError
 from tests.workflow.conftest import SMOKE, copy_workflow, snakemake
 
@@ -27,7 +27,7 @@ def _merge(base: dict, overlay: dict) -> dict:
     return out
 
 
-def _check(tmp_path: Path, *overlays: dict | str) -> None:
+def _check(tmp_path: Path, *overlays: dict | str) -> dict:
     config, sources = yaml.safe_load(BASE.read_text()), [(str(BASE), BASE)]
     for k, overlay in enumerate(overlays):
         path = tmp_path / f"overlay{k}.yaml"
@@ -36,11 +36,20 @@ def _check(tmp_path: Path, *overlays: dict | str) -> None:
         config = _merge(config, loaded) if isinstance(loaded, dict) else config
         sources.append((str(path), path))
     check_workflow_config(config, sources, SCHEMA)
+    return config
 
 
-def test_the_shipped_configs_pass(tmp_path):
-    _check(tmp_path)
-    _check(tmp_path, (REPO / SMOKE).read_text())
+def test_the_shipped_configs_and_the_recipes_they_name_pass(tmp_path, monkeypatch):
+    smoke = yaml.safe_load((REPO / SMOKE).read_text())
+    assert isinstance(smoke, dict) and smoke, f"{SMOKE} is an overlay that changes something"
+    monkeypatch.chdir(REPO)  # the recipes' paths are relative to the workflow's folder
+    for config in (_check(tmp_path), _check(tmp_path, (REPO / SMOKE).read_text())):
+        assert all(Path(config[key]["config"]).is_file() for key in ("search", "select")), config
+        assert all(Path(config["train"][p]["config"]).is_file() for p in ("cifar", "imagenet")), config["train"]
+        check_workflow_recipes(config)
+    # What passes them refuses the same configs with one value broken.
+    with pytest.raises(UserError, match=r"overlay1\.yaml: key 'search\.seeds\.0'"):
+        _check(tmp_path, (REPO / SMOKE).read_text(), {"search": {"seeds": [-1]}})
 
 
 OVERLAYS = {
@@ -106,6 +115,24 @@ def _dry_run(workdir: Path, name: str, overlay: dict | None, *flags: str) -> str
 def test_snakemake_refuses_a_bad_overlay_before_any_job(workdir, overlay, needle):
     out = _dry_run(workdir, "bad.yaml", overlay)
     assert needle in out, out
+    assert not (workdir / "results").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("overlay, needles", [
+    ({"search": {"set": ["arch_optim.orderr=second"]}},
+     ["config key 'search.set' (search recipe): ", "(with --set arch_optim.orderr=second): key 'arch_optim.orderr': unknown key"]),
+    ({"search": {"config": "config/my_train.yaml"}},
+     ["config key 'search.config' (search recipe): config/my_train.yaml: key 'protocol': unknown key"]),
+    ({"evaluate": {"cifar10": {"set": ["epochs=0"]}}},
+     ["config key 'evaluate.cifar10.set' (train recipe): ", "key 'epochs': expected a number >= 1"]),
+])
+def test_snakemake_checks_every_recipe_with_its_set_lists_before_any_job(workdir, overlay, needles):
+    """A wrong key or value in a `set` list, or a training recipe where the search recipe belongs,
+    is refused at `snakemake -n` with the command's one line, not hours into a run."""
+    (workdir / "config" / "my_train.yaml").write_text("protocol: cifar\nepochs: 3\n")
+    out = _dry_run(workdir, "bad.yaml", overlay)
+    assert all(needle in out for needle in needles), out
     assert not (workdir / "results").exists()
 
 

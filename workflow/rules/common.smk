@@ -16,7 +16,7 @@ import sys
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from itnas.config import check_workflow_config
+from itnas.config import check_workflow_config, check_workflow_recipes
 from itnas.data.registry import names as dataset_names
 from itnas.errors import UserError
 from itnas.genotypes import PUBLISHED, RANDOM_LABEL, random_name, searched_name
@@ -90,6 +90,10 @@ def _check_config():
 
 
 _check_config()
+try:  # every job recipe with its `set` lists, as the jobs will read them (one line naming the key)
+    check_workflow_recipes(config)
+except UserError as exc:
+    raise WorkflowError(str(exc)) from None
 
 
 # ----------------------------------------------------------------------------- paths
