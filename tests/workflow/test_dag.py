@@ -32,7 +32,7 @@ SMOKE_JOBS = {
     "train_imagenet": 2, "plot_cell": 4, "plot_search": 4, "tables": 1, "all": 1,
     "gpu_check": 1,  # the canary before the ImageNet trainings
 }
-PROFILES = [REPO / "profiles" / "default" / "config.yaml", REPO / "workflow" / "profiles" / "slurm" / "config.yaml"]
+PROFILES = [REPO / "profiles" / "default" / "config.yaml", REPO / "profiles" / "slurm" / "config.yaml"]
 # The config keys of `threads:` and `resources:` that stand for other rule names.
 CONFIG_KEY_RULES = {"data": ["data_fetch"], "derive": ["derive", "sample"], "plot": ["plot_cell", "plot_search"]}
 
