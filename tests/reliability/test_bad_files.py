@@ -100,7 +100,7 @@ def test_merge_keys_and_anchors_still_work():
 
 def test_every_yaml_the_project_ships_parses_within_the_limits():
     repo = Path(__file__).resolve().parents[2]
-    for path in [*repo.glob("config/*.yaml"), *repo.glob("workflow/**/*.yaml"), *repo.glob("profiles/**/*.yaml")]:
+    for path in [*repo.glob("config/**/*.yaml"), *repo.glob("workflow/**/*.yaml"), *repo.glob("profiles/**/*.yaml")]:
         read_yaml(path)
 
 

@@ -83,7 +83,7 @@ def test_every_ablation_variant_and_seed_has_its_own_paths(workdir):
 def test_imagenet_trainings_wait_for_the_gpu_canary_with_their_gpus(workdir):
     blocks = snakemake(workdir, "-n", "-p").stdout.split("\nrule ")
     [canary] = [b for b in blocks if b.startswith("gpu_check:")]
-    assert "gpu=8" in canary and "itnas gpu-check --expect 8 --config config/train_imagenet.yaml" in canary
+    assert "gpu=8" in canary and "itnas gpu-check --expect 8 --config config/recipes/train_imagenet.yaml" in canary
     assert "results/gpu_check/imagenet.json" in canary
     for job in (b for b in blocks if b.startswith("train_imagenet:")):
         assert re.search(r"input: .*results/gpu_check/imagenet\.json", job), job
