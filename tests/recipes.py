@@ -7,7 +7,7 @@ from pathlib import Path
 from itnas.config import defaults, flatten
 from itnas.files import read_yaml
 
-RECIPES = Path(__file__).resolve().parents[1] / "config"
+RECIPES = Path(__file__).resolve().parents[1] / "config" / "recipes"
 SEARCH = RECIPES / "search.yaml"
 TRAIN_CIFAR = RECIPES / "train_cifar.yaml"
 TRAIN_IMAGENET = RECIPES / "train_imagenet.yaml"
@@ -27,5 +27,7 @@ def settings(kind: str, *recipes: Path) -> set[str]:
 
 
 def recipe_value(path: Path, key: str):
-    """The value a recipe gives dotted `key` (None when it states none)."""
-    return flatten(read_yaml(path, "recipe")).get(key)
+    """The value a recipe runs with for dotted `key`: its own, else its schema's default (the
+    recipes state only what differs from the schemas' defaults, which are the paper's)."""
+    kind = "search" if path == SEARCH else "train"
+    return {**flatten(defaults(kind)), **flatten(read_yaml(path, "recipe"))}.get(key)

@@ -242,7 +242,7 @@ def _history(client, run_id: str, key: str) -> list[tuple[int, float]]:
 
 
 def _search(out, overrides, variant="itnas", seed=0) -> int:
-    args = ["search", "--config", "config/search.yaml", "--variant", variant, "--seed", str(seed), "--out", str(out)]
+    args = ["search", "--config", "config/recipes/search.yaml", "--variant", variant, "--seed", str(seed), "--out", str(out)]
     for item in overrides:
         args += ["--set", item]
     return main(args)

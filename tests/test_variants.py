@@ -23,12 +23,12 @@ def test_the_paper_ablation_and_darts_in_its_own_setting_are_registered():
 
 @pytest.mark.parametrize("name", list(variants.VARIANTS))
 def test_a_config_given_a_variants_overrides_runs_that_variant(name):
-    cfg = load_config(REPO / "config/search.yaml", "search", variants.get(name).overrides())
+    cfg = load_config(REPO / "config/recipes/search.yaml", "search", variants.get(name).overrides())
     assert variants.variant_of(cfg) == name
 
 
 def test_variant_overrides_leave_settings_they_do_not_fix_to_the_user():
-    cfg = load_config(REPO / "config/search.yaml", "search",
+    cfg = load_config(REPO / "config/recipes/search.yaml", "search",
                       ["arch_optim.order=second", *variants.get("darts").overrides()])
     assert cfg["arch_optim"]["order"] == "second"
     assert variants.variant_of(cfg) == "darts"  # by its flags; metrics.json records the order

@@ -33,7 +33,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
 def add_config_args(parser: argparse.ArgumentParser, required: bool = False) -> None:
     """The `--config FILE` and repeatable `--set dotted.key=value` pair every config reader takes."""
     parser.add_argument("--config", required=required, metavar="FILE",
-                        help="YAML config (see config/); omitted keys take the schema defaults")
+                        help="YAML config (see config/recipes/); omitted keys take the schema defaults")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE",
                         help="override one config entry, e.g. --set epochs=2 (repeatable; "

@@ -39,13 +39,13 @@ def _register_tables(sub: argparse._SubParsersAction) -> None:
                     "amssymb) and tableN.html (a page for the Snakemake report).\n\n"
                     "The workflow (rule tables) names every configured run's file; for the smoke\n"
                     "configuration, in short:\n"
-                    "  itnas tables --published config/published.yaml --out-dir results/smoke/tables \\\n"
+                    "  itnas tables --published config/paper/published.yaml --out-dir results/smoke/tables \\\n"
                     "    --benchmark cifar10=synthetic-cifar10 ... --benchmark imagenet=synthetic-imagenet \\\n"
                     "    --search results/smoke/search/*/*/seed*/metrics.json \\\n"
                     "    --select results/smoke/select/*/*/selection.json \\\n"
                     "    --train results/smoke/train/*/*/seed*/metrics.json")
     p.add_argument("--published", required=True, metavar="FILE",
-                   help="the paper's numbers (config/published.yaml)")
+                   help="the paper's numbers (config/paper/published.yaml)")
     p.add_argument("--out-dir", required=True, metavar="DIR", help="where tableN.{md,csv,tex,html} go")
     p.add_argument("--search", nargs="*", default=[], metavar="FILE", help="search metrics.json files")
     p.add_argument("--select", nargs="*", default=[], metavar="FILE",

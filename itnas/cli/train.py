@@ -20,10 +20,11 @@ from itnas.genotypes import resolve_genotype
 TRAIN = """\
 Train a genotype's evaluation network from scratch (docs/training.md).
 
-The protocol follows the dataset: CIFAR-like datasets use the CIFAR recipe (config/train_cifar.yaml:
-20 cells, C=36, 600 epochs, batch 96, cosine lr 0.025, cutout 16, drop-path 0.2, auxiliary 0.4),
-ImageNet the ImageNet one (config/train_imagenet.yaml). The output folder gets metrics.json
-(test top-1/top-5 error in %, params, MACs, wall-clock, GPU-hours, device, peak memory),
+The protocol follows the dataset: CIFAR-like datasets use the CIFAR recipe (the config's defaults:
+20 cells, C=36, 600 epochs, batch 96, cosine lr 0.025, cutout 16, drop-path 0.2, auxiliary 0.4;
+config/recipes/train_cifar.yaml), ImageNet the ImageNet one (config/recipes/train_imagenet.yaml).
+The output folder gets metrics.json (test top-1/top-5 error in %, params, MACs, wall-clock,
+GPU-hours, device, peak memory),
 history.json (one record per epoch), genotype.json (the cell, under the name runs show),
 model.pt (final weights) and checkpoint.pt (rewritten every epoch). Run the same command again after an interruption and it resumes where it stopped.
 

@@ -8,7 +8,7 @@ together: `build` reads the runs and builds the tables, `write` writes them.
 
 Each reproduced row is the mean +- sample std over seeds, with the number of seeds, params and
 MACs from the runs, the search cost in GPU-days (mean per search) and the difference to the
-paper's number for the row it reproduces (`compare` in config/published.yaml). Tables built
+paper's number for the row it reproduces (`compare` in config/paper/published.yaml). Tables built
 from stand-in data say so in their titles.
 """
 

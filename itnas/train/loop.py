@@ -69,7 +69,7 @@ def make_check(protocol: str | None = None, dataset: str | None = None, world_si
         batch, o = cfg["data"]["batch_size"], cfg["optim"]
         if protocol is not None and cfg["protocol"] != protocol:
             raise UserError(f"{source}: key 'protocol': is '{cfg['protocol']}' but dataset '{dataset}' "
-                            f"follows the {protocol} protocol (use config/train_{protocol}.yaml)")
+                            f"follows the {protocol} protocol (use config/recipes/train_{protocol}.yaml)")
         if batch % world_size:
             raise UserError(f"{source}: key 'data.batch_size': {batch} is not divisible by the "
                             f"{world_size} processes; the global batch must split evenly")

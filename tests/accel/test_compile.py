@@ -45,8 +45,8 @@ DARTS_V2 = lookup("DARTS_V2")
 @pytest.mark.parametrize("raw, value, mode", [("false", False, None), ("true", True, "default"), ("auto", "auto", None),
                                               *[(m, m, m) for m in MODES]])
 def test_search_and_train_configs_take_false_true_and_every_mode(raw, value, mode):
-    search = load_config(REPO / "config/search.yaml", "search", [f"runtime.compile={raw}"])
-    train = load_train_config(REPO / "config/train_cifar.yaml", [f"runtime.compile={raw}"])
+    search = load_config(REPO / "config/recipes/search.yaml", "search", [f"runtime.compile={raw}"])
+    train = load_train_config(REPO / "config/recipes/train_cifar.yaml", [f"runtime.compile={raw}"])
     assert search["runtime"]["compile"] == value and train["runtime"]["compile"] == value
     assert auto.compile_mode(value) == mode
 
@@ -54,9 +54,9 @@ def test_search_and_train_configs_take_false_true_and_every_mode(raw, value, mod
 @pytest.mark.parametrize("raw", ["fast", "1", "Default", "reduce_overhead", "[default]"])
 def test_other_compile_values_are_refused_in_one_line_naming_the_key(raw):
     with pytest.raises(UserError) as search_err:
-        load_config(REPO / "config/search.yaml", "search", [f"runtime.compile={raw}"])
+        load_config(REPO / "config/recipes/search.yaml", "search", [f"runtime.compile={raw}"])
     with pytest.raises(UserError) as train_err:
-        load_train_config(REPO / "config/train_cifar.yaml", [f"runtime.compile={raw}"])
+        load_train_config(REPO / "config/recipes/train_cifar.yaml", [f"runtime.compile={raw}"])
     for err, key in ((search_err, "runtime.compile"), (train_err, "runtime.compile")):
         message = str(err.value)
         assert "\n" not in message and f"key '{key}'" in message, message
@@ -71,7 +71,7 @@ def test_compile_mode_refuses_what_the_schema_would():
 @pytest.mark.parametrize("name, kind, compile", [("search.yaml", "search", "auto"), ("train_cifar.yaml", "train", "auto"),
                                                  ("train_imagenet.yaml", "train", False)])
 def test_the_shipped_configs_stay_valid(name, kind, compile):
-    cfg = load_config(REPO / "config" / name, kind)
+    cfg = load_config(REPO / "config" / "recipes" / name, kind)
     flags = cfg["runtime"]
     assert flags["compile"] == compile and flags["amp"] == "auto" and flags["channels_last"] == "auto"
 

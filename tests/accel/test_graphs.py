@@ -294,10 +294,10 @@ def test_step_graphs_is_a_search_mode_only():
     from itnas.train.loop import load_train_config
     from tests.conftest import REPO
 
-    cfg = load_config(REPO / "config/search.yaml", "search", ["runtime.compile=step-graphs"])
+    cfg = load_config(REPO / "config/recipes/search.yaml", "search", ["runtime.compile=step-graphs"])
     assert cfg["runtime"]["compile"] == dev.STEP_GRAPHS
     with pytest.raises(UserError) as err:
-        load_train_config(REPO / "config/train_cifar.yaml", ["runtime.compile=step-graphs"])
+        load_train_config(REPO / "config/recipes/train_cifar.yaml", ["runtime.compile=step-graphs"])
     assert "\n" not in str(err.value) and "key 'runtime.compile'" in str(err.value)
     assert auto.compile_mode(dev.STEP_GRAPHS, job="search") == dev.STEP_GRAPHS
     assert accel.compile_module(torch.nn.Linear(1, 1), dev.STEP_GRAPHS).__class__ is torch.nn.Linear

@@ -143,7 +143,7 @@ def test_a_checkpoint_carrying_a_malicious_pickle_is_refused_without_running_it(
 def test_a_search_never_falls_back_to_fresh_weights_over_a_bad_checkpoint(tmp_path, capsys,
                                                                            tiny_search_overrides):
     out = tmp_path / "run"
-    args = ["-q", "search", "--config", "config/search.yaml", "--variant", "darts", "--seed", "0",
+    args = ["-q", "search", "--config", "config/recipes/search.yaml", "--variant", "darts", "--seed", "0",
             "--out", str(out)]
     for item in tiny_search_overrides + ["epochs=1"]:
         args += ["--set", item]
@@ -183,7 +183,7 @@ def test_truncated_arch_state_is_refused(tmp_path):
 def test_a_nan_loss_stops_the_search_naming_epoch_and_step_and_keeps_the_last_checkpoint(
         tmp_path, capsys, tiny_search_overrides, monkeypatch):
     out = tmp_path / "run"
-    args = ["-q", "search", "--config", "config/search.yaml", "--variant", "itnas", "--seed", "0",
+    args = ["-q", "search", "--config", "config/recipes/search.yaml", "--variant", "itnas", "--seed", "0",
             "--out", str(out)]
     for item in tiny_search_overrides + ["epochs=3"]:
         args += ["--set", item]

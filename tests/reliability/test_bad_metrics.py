@@ -36,7 +36,7 @@ def _runs(root: Path, search: dict | None = None, train: dict | None = None) -> 
 
 
 def _tables(tmp_path: Path, *args: str) -> list[str]:
-    return ["tables", "--published", str(REPO / "config/published.yaml"), "--out-dir",
+    return ["tables", "--published", str(REPO / "config/paper/published.yaml"), "--out-dir",
             str(tmp_path / "tables"), *args]
 
 

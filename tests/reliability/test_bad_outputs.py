@@ -33,7 +33,7 @@ def _commands(tmp_path: Path, out: str) -> dict[str, tuple[list[str], str]]:
         "sample --out": (["sample", "--seed", "0", "--out", out], "--out"),
         "plot cell --out": (["plot", "cell", "--genotype", "DARTS_V2", "--out", out], "--out"),
         "plot curves --out": (["plot", "curves", "--history", str(history), "--out", out], "--out"),
-        "tables --out-dir": (["tables", "--published", str(REPO / "config/published.yaml"), "--out-dir", out],
+        "tables --out-dir": (["tables", "--published", str(REPO / "config/paper/published.yaml"), "--out-dir", out],
                              "--out-dir"),
         "data fetch --root": (["data", "fetch", "synthetic-cifar10", "--root", out], "--root"),
     }

@@ -86,7 +86,7 @@ TRAIN_VALUES = {
 @pytest.mark.parametrize("case", list(TRAIN_VALUES))
 def test_training_values_no_run_can_use_are_refused_naming_the_key(tmp_path, capsys, case):
     overrides, needle = TRAIN_VALUES[case]
-    args = ["train", "--config", "config/train_cifar.yaml", "--genotype", "DARTS_V2", "--dataset",
+    args = ["train", "--config", "config/recipes/train_cifar.yaml", "--genotype", "DARTS_V2", "--dataset",
             "synthetic-cifar10", "--seed", "0", "--out", str(tmp_path / "run")]
     for item in overrides:
         args += ["--set", item]

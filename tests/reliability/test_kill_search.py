@@ -14,7 +14,7 @@ from .killing import kill_at_random_moments, run_to_end
 @pytest.mark.slow
 def test_search_killed_at_random_moments_resumes_bit_identical(tmp_path, tiny_search_overrides):
     def args(out):
-        a = ["search", "--config", "config/search.yaml", "--variant", "itnas", "--seed", "3",
+        a = ["search", "--config", "config/recipes/search.yaml", "--variant", "itnas", "--seed", "3",
              "--out", str(out)]
         for item in tiny_search_overrides + ["epochs=4"]:
             a += ["--set", item]

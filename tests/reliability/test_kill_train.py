@@ -14,7 +14,7 @@ from .killing import kill_at_random_moments, run_to_end
 @pytest.mark.slow
 def test_training_killed_at_random_moments_resumes_bit_identical(tmp_path, standin_root):
     def args(out):
-        a = ["train", "--config", "config/train_cifar.yaml", "--genotype", "DARTS_V2",
+        a = ["train", "--config", "config/recipes/train_cifar.yaml", "--genotype", "DARTS_V2",
              "--dataset", "synthetic-cifar10", "--seed", "2", "--out", str(out), "--data-root", str(standin_root)]
         for item in ("epochs=4", "data.batch_size=8", "model.layers=5", "model.init_channels=4", "data.max_train_samples=32",
                      "data.max_test_samples=16", "runtime.workers=0", "runtime.device=cpu", "model.drop_path_prob=0.2", "data.cutout=8"):

@@ -20,7 +20,7 @@ from itnas.errors import UserError
 from itnas.report import inputs, render, tables
 
 REPO = Path(__file__).resolve().parents[2]
-PUBLISHED = REPO / "config" / "published.yaml"
+PUBLISHED = REPO / "config" / "paper" / "published.yaml"
 
 
 def _write(path: Path, obj: dict) -> str:

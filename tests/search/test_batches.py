@@ -19,7 +19,7 @@ from itnas.search.batches import ARCH_STREAM, search_batches
 from itnas.search.loop import check_search_config, search_runtime
 from tests.search.same_run import assert_same_search, die_after_first_checkpoint
 
-CONFIG = Path(__file__).resolve().parents[2] / "config" / "search.yaml"
+CONFIG = Path(__file__).resolve().parents[2] / "config" / "recipes" / "search.yaml"
 CPU = torch.device("cpu")
 SEED = 3
 
@@ -168,7 +168,7 @@ def test_device_pipeline_for_a_dataset_it_cannot_serve_is_refused_before_any_wor
     assert main(args) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "key 'runtime.pipeline'" in err and "CIFAR protocol" in err, err
-    assert "config/search.yaml (with --set" in err  # refused with the config, naming its file
+    assert "config/recipes/search.yaml (with --set" in err  # refused with the config, naming its file
     assert not (tmp_path / "run").exists()
 
 

@@ -11,7 +11,7 @@ from itnas.run import RunDir
 from itnas.space import load_genotype
 from tests.search.same_run import assert_same_search, die_after_first_checkpoint
 
-SEARCH = ["search", "--config", "config/search.yaml"]
+SEARCH = ["search", "--config", "config/recipes/search.yaml"]
 
 
 def _search(out, overrides, variant="itnas", seed=0, extra=()):
@@ -99,7 +99,7 @@ def test_tiep_without_transition_is_refused_before_any_work(tmp_path, tiny_searc
                      "--set", "arch.transition=false"]
     assert main(args) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "arch.tiep" in err and "config/search.yaml" in err
+    assert err.count("\n") == 1 and "arch.tiep" in err and "config/recipes/search.yaml" in err
     assert not (tmp_path / "run").exists()
 
 

@@ -57,7 +57,7 @@ def planted_share(state: dict, cell: str) -> float:
 @pytest.mark.parametrize("variant", ["darts", "itnas"])
 def test_a_short_search_moves_architecture_weight_to_the_planted_operation(tmp_path, standin_root, planted,
                                                                           variant):
-    args = ["-q", "search", "--config", "config/search.yaml", "--variant", variant, "--seed", "0",
+    args = ["-q", "search", "--config", "config/recipes/search.yaml", "--variant", variant, "--seed", "0",
             "--out", str(tmp_path / "run")]
     for item in ["dataset=synthetic-cifar10", f"data_root={standin_root}", "epochs=2", "model.layers=3",
                  "model.init_channels=8", "data.batch_size=32", "data.max_samples=640", "arch_optim.lr=0.06",

@@ -1,6 +1,6 @@
 """Every setting of the search recipe reaches what it controls (issue 22, point 6).
 
-For each key of config/search.yaml (and of the search schema, which holds keys the recipe leaves
+For each key of config/recipes/search.yaml (and of the search schema, which holds keys the recipe leaves
 at their defaults), a check builds what the key governs (the supernet, the policy, the two
 optimisers, the scheduler, the split, the batches, the temperature schedule, the derivation)
 from the recipe with one UNUSUAL value for that key, and finds the value there. A learning rate,

@@ -1,4 +1,4 @@
-"""workflow/profiles/slurm against a real single-node SLURM with four fake GPUs (.ci/slurm-up).
+"""profiles/slurm against a real single-node SLURM with four fake GPUs (.ci/slurm-up).
 
 Jobs go through sbatch with a GPU request, every GPU job gets its own CUDA_VISIBLE_DEVICES
 (no two jobs that run at the same time share a device), the smoke DAG's tables appear, and
@@ -31,7 +31,7 @@ pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
 UP, DOWN = REPO / ".ci" / "slurm-up", REPO / ".ci" / "slurm-down"
-PROFILE = REPO / "workflow" / "profiles" / "slurm"
+PROFILE = REPO / "profiles" / "slurm"
 CANNOT_INSTALL = 77
 # The plugin waits 40 s before its first status query; without slurmdbd, sacct fails forever,
 # so status comes from squeue (the cluster keeps finished jobs for MinJobAge = 600 s >= 3 x 2 s).

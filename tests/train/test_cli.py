@@ -15,7 +15,7 @@ TINY = ["--set", "epochs=1", "--set", "data.batch_size=16", "--set", "model.laye
         "--set", "data.max_train_samples=32", "--set", "data.max_test_samples=16", "--set", "runtime.workers=0"]
 
 
-def _train(out, root, *extra, genotype="DARTS_V2", dataset="synthetic-cifar10", config="config/train_cifar.yaml"):
+def _train(out, root, *extra, genotype="DARTS_V2", dataset="synthetic-cifar10", config="config/recipes/train_cifar.yaml"):
     return main(["-q", "train", "--config", config, "--genotype", genotype, "--dataset", dataset,
                  "--seed", "0", "--out", str(out), "--data-root", str(root), *TINY, *extra])
 
@@ -164,6 +164,6 @@ def test_device_pipeline_trains_and_resumes_identically_on_cpu_too(tmp_path, sta
 
 def test_device_pipeline_is_refused_for_imagenet_in_one_line(tmp_path, capsys):
     rc = _train(tmp_path / "run", tmp_path, "--set", "runtime.pipeline=device", "--set", "optim.warmup_epochs=0",
-                dataset="synthetic-imagenet", config="config/train_imagenet.yaml")
+                dataset="synthetic-imagenet", config="config/recipes/train_imagenet.yaml")
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and "key 'runtime.pipeline'" in err and "train_imagenet.yaml" in err

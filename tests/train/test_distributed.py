@@ -23,7 +23,7 @@ TINY = ["--set", "epochs=1", "--set", "data.batch_size=16", "--set", "model.laye
 
 
 def _args(out, root, *extra):
-    return ["train", "--config", "config/train_cifar.yaml", "--genotype", "DARTS_V2", "--dataset",
+    return ["train", "--config", "config/recipes/train_cifar.yaml", "--genotype", "DARTS_V2", "--dataset",
             "synthetic-cifar10", "--seed", "0", "--out", str(out), "--data-root", str(root), *TINY, *extra]
 
 

@@ -66,7 +66,7 @@ def test_select_cli_scores_on_the_training_set_only(tmp_path, standin_root, monk
     monkeypatch.setattr(selection, "build_dataset", spy)
     genotype_file = tmp_path / "mine.json"
     genotype_file.write_text(json.dumps(resolve_genotype("DARTS_V1")[0].to_json()))
-    rc = main(["-q", "select", "--config", "config/train_cifar.yaml", "--genotypes", "DARTS_V2",
+    rc = main(["-q", "select", "--config", "config/recipes/train_cifar.yaml", "--genotypes", "DARTS_V2",
                str(genotype_file), "--dataset", "synthetic-cifar10", "--seed", "0", "--out", str(tmp_path / "sel"),
                "--data-root", str(standin_root), *TINY, "--json"])
     assert rc == 0
@@ -79,7 +79,7 @@ def test_select_cli_scores_on_the_training_set_only(tmp_path, standin_root, monk
 
 
 def test_selection_epochs_must_exceed_the_warmup(tmp_path, capsys):
-    rc = main(["select", "--config", "config/train_cifar.yaml", "--genotypes", "DARTS_V2", "--dataset",
+    rc = main(["select", "--config", "config/recipes/train_cifar.yaml", "--genotypes", "DARTS_V2", "--dataset",
                "synthetic-cifar10", "--seed", "0", "--out", str(tmp_path), "--set", "optim.warmup_epochs=2",
                "--set", "selection.epochs=2"])
     err = capsys.readouterr().err

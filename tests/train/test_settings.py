@@ -1,6 +1,6 @@
 """Every setting of the training recipes reaches what it controls (issue 22, point 6).
 
-For each key of config/train_cifar.yaml and config/train_imagenet.yaml (and of the train schema),
+For each key of config/recipes/train_cifar.yaml and config/recipes/train_imagenet.yaml (and of the train schema),
 a check builds what the key governs (the network, the optimiser, the learning-rate and drop-path
 schedules, the loss with its auxiliary weight and label smoothing, the gradient clipping, the
 batches, the augmentation, the data limits, the selection's split and budget) from each recipe

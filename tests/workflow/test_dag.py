@@ -8,6 +8,7 @@ import re
 
 import pytest
 import yaml
+from snakemake.utils import update_config
 
 from tests.workflow.conftest import REPO, SMOKE, copy_workflow, planned_jobs, snakemake
 
@@ -31,7 +32,7 @@ SMOKE_JOBS = {
     "train_imagenet": 2, "plot_cell": 4, "plot_search": 4, "tables": 1, "all": 1,
     "gpu_check": 1,  # the canary before the ImageNet trainings
 }
-PROFILES = [REPO / "profiles" / "default" / "config.yaml", REPO / "workflow" / "profiles" / "slurm" / "config.yaml"]
+PROFILES = [REPO / "profiles" / "default" / "config.yaml", REPO / "profiles" / "slurm" / "config.yaml"]
 # The config keys of `threads:` and `resources:` that stand for other rule names.
 CONFIG_KEY_RULES = {"data": ["data_fetch"], "derive": ["derive", "sample"], "plot": ["plot_cell", "plot_search"]}
 
@@ -82,7 +83,7 @@ def test_every_ablation_variant_and_seed_has_its_own_paths(workdir):
 def test_imagenet_trainings_wait_for_the_gpu_canary_with_their_gpus(workdir):
     blocks = snakemake(workdir, "-n", "-p").stdout.split("\nrule ")
     [canary] = [b for b in blocks if b.startswith("gpu_check:")]
-    assert "gpu=8" in canary and "itnas gpu-check --expect 8 --config config/train_imagenet.yaml" in canary
+    assert "gpu=8" in canary and "itnas gpu-check --expect 8 --config config/recipes/train_imagenet.yaml" in canary
     assert "results/gpu_check/imagenet.json" in canary
     for job in (b for b in blocks if b.startswith("train_imagenet:")):
         assert re.search(r"input: .*results/gpu_check/imagenet\.json", job), job
@@ -105,9 +106,8 @@ def test_every_rule_a_profile_names_exists(rules):
 @pytest.mark.parametrize("configfile", ["config/config.yaml", SMOKE])
 def test_every_rule_takes_threads_and_resources_from_the_config(rules, configfile):
     cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    overlay = yaml.safe_load((REPO / configfile).read_text())
+    update_config(cfg, yaml.safe_load((REPO / configfile).read_text()))  # Snakemake's merge of an overlay
     for section in ("threads", "resources"):
-        cfg[section] = overlay.get(section, cfg[section])
         covered = {rule for key in cfg[section] for rule in CONFIG_KEY_RULES.get(key, [key])}
         assert covered == rules - {"all"}, (configfile, section, sorted(covered ^ (rules - {"all"})))
     if configfile == SMOKE:  # fits one node with 16 GB, through the SLURM profile too

@@ -1,6 +1,8 @@
-"""The two overlays beside the smoke one, in their dry-run form: the validation study
-(config/validate.yaml, docs/validation.md) and the GPU rehearsal (config/gpu-rehearsal.yaml,
-issue 19), and the script that summarises a rehearsal from Snakemake's log."""
+"""The overlays of config/config.yaml: each holds only what it changes, and merged the way
+Snakemake merges them gives the settings it was written for; the two beside the smoke one in
+their dry-run form, the validation study (config/validate.yaml, docs/validation.md) and the GPU
+rehearsal (config/gpu-rehearsal.yaml, issue 19); and the script that summarises a rehearsal from
+Snakemake's log."""
 
 from __future__ import annotations
 
@@ -8,8 +10,101 @@ import subprocess
 import sys
 
 import pytest
+import yaml
+from snakemake.utils import update_config
 
 from tests.workflow.conftest import REPO, copy_workflow, planned_jobs, snakemake
+
+OVERLAYS = ["config/smoke.yaml", "config/validate.yaml", "config/gpu-rehearsal.yaml"]
+
+
+def _load(name: str) -> dict:
+    return yaml.safe_load((REPO / name).read_text())
+
+
+def _merged(overlay: str) -> dict:
+    """config/config.yaml with `overlay` on top, by Snakemake's own merge (--configfile)."""
+    cfg = _load("config/config.yaml")
+    update_config(cfg, _load(overlay))
+    return cfg
+
+
+def _restated(overlay, paper, key=""):
+    """Dotted keys whose value `overlay` states as `paper` already has it (mappings compared key
+    by key, as they merge; a list or a value as a whole, as it replaces)."""
+    if isinstance(overlay, dict) and isinstance(paper, dict):
+        return [k for name, value in overlay.items() if name in paper
+                for k in _restated(value, paper[name], f"{key}.{name}" if key else name)]
+    return [key] if overlay == paper else []
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_an_overlay_holds_only_what_it_changes_from_the_paper_config(overlay):
+    # Anything restated would have to be changed in every overlay when the paper config changes.
+    assert _restated(_load(overlay), _load("config/config.yaml")) == [], overlay
+
+
+# What each overlay inherits inside the mappings it changes in part, frozen from the overlays
+# as they were before they were cut to their differences: the merge must still give these.
+SMALL_THREADS = {"data": 1, "search": 1, "derive": 1, "select": 1, "train": 1, "train_imagenet": 1,
+                 "gpu_check": 1, "plot": 1, "tables": 1}
+ALL_VARIANTS = ["darts", "gumbel", "gumbel_transition", "itnas"]
+MERGED = {
+    "config/smoke.yaml": {
+        "evaluate": {"cifar10": {"cells": ALL_VARIANTS, "baselines": ["DARTS_V1", "DARTS_V2"], "random": 2,
+                                 "seeds": [0, 1]},
+                     **{b: {"cells": ["itnas"], "baselines": [], "seeds": [0, 1]}
+                        for b in ("cifar100", "cinic10", "svhn", "imagenet")}},
+        "threads": SMALL_THREADS,
+        "resources": {"data": {"mem_mb": 1000, "runtime": 30}, "search": {"gpu": 1, "mem_mb": 2000, "runtime": 30},
+                      "derive": {"mem_mb": 1000, "runtime": 10}, "select": {"gpu": 1, "mem_mb": 2000, "runtime": 30},
+                      "train": {"gpu": 1, "mem_mb": 2000, "runtime": 30},
+                      "train_imagenet": {"mem_mb": 2000, "runtime": 30}, "gpu_check": {"mem_mb": 1000, "runtime": 10},
+                      "plot": {"mem_mb": 1000, "runtime": 10}, "tables": {"mem_mb": 1000, "runtime": 10}},
+        "tracking": {"enabled": True, "uri": None, "experiment": "itnas-smoke"},
+    },
+    "config/validate.yaml": {
+        "evaluate": {"cifar10": {"cells": ALL_VARIANTS, "baselines": ["DARTS_V2"], "random": 4, "seeds": [0, 1]},
+                     **{b: {"cells": [], "baselines": [], "seeds": [0]}
+                        for b in ("cifar100", "cinic10", "svhn", "imagenet")}},
+        "threads": SMALL_THREADS,
+        "resources": {"data": {"mem_mb": 1000, "runtime": 30}, "search": {"gpu": 1, "mem_mb": 4000, "runtime": 60},
+                      "derive": {"mem_mb": 1000, "runtime": 10}, "select": {"gpu": 1, "mem_mb": 3000, "runtime": 60},
+                      "train": {"gpu": 1, "mem_mb": 3000, "runtime": 60},
+                      "train_imagenet": {"mem_mb": 2000, "runtime": 30}, "gpu_check": {"mem_mb": 1000, "runtime": 10},
+                      "plot": {"mem_mb": 1000, "runtime": 10}, "tables": {"mem_mb": 1000, "runtime": 10}},
+        "tracking": {"enabled": True, "uri": None, "experiment": "itnas-validate"},
+    },
+    "config/gpu-rehearsal.yaml": {
+        "evaluate": {"cifar10": {"cells": ["darts", "itnas"], "baselines": ["DARTS_V2"], "random": 1, "seeds": [0]},
+                     **{b: {"cells": ["itnas"], "baselines": [], "seeds": [0]}
+                        for b in ("cifar100", "cinic10", "svhn", "imagenet")}},
+        "threads": {"data": 2, "search": 4, "derive": 1, "select": 4, "train": 4, "train_imagenet": 8,
+                    "gpu_check": 1, "plot": 1, "tables": 1},
+        "resources": {"data": {"mem_mb": 2000, "runtime": 10}, "search": {"gpu": 1, "mem_mb": 16000, "runtime": 15},
+                      "derive": {"mem_mb": 1000, "runtime": 5}, "select": {"gpu": 1, "mem_mb": 16000, "runtime": 15},
+                      "train": {"gpu": 1, "mem_mb": 16000, "runtime": 15},
+                      "train_imagenet": {"mem_mb": 32000, "runtime": 15}, "gpu_check": {"mem_mb": 4000, "runtime": 5},
+                      "plot": {"mem_mb": 2000, "runtime": 5}, "tables": {"mem_mb": 2000, "runtime": 5}},
+        "tracking": {"enabled": True, "uri": None, "experiment": "itnas-gpu-rehearsal"},
+    },
+}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_an_overlay_merged_like_snakemake_gives_the_settings_it_was_written_for(overlay):
+    cfg = _merged(overlay)
+    for section, expected in MERGED[overlay].items():
+        assert cfg[section] == expected, (overlay, section)
+    # The recipes, the search benchmark and the selection are the paper config's; the GPU rehearsal
+    # searches the paper's variants too, only on one seed.
+    assert cfg["search"]["config"] == "config/recipes/search.yaml" and cfg["search"]["benchmark"] == "cifar10"
+    assert cfg["search"]["variants"] == ALL_VARIANTS and cfg["select"]["seed"] == 0
+    assert cfg["select"]["config"] == cfg["train"]["cifar"]["config"] == "config/recipes/train_cifar.yaml"
+    assert cfg["train"]["imagenet"]["config"] == "config/recipes/train_imagenet.yaml"
+    assert cfg["train"]["imagenet"]["gpus"] == 1 and cfg["derive"] == {"tau": None}
+    assert cfg["data_root"] == "data" and cfg["results"] == "results/" + overlay.split("/")[1].removesuffix(".yaml")
+    assert all(name.startswith("synthetic-") for name in cfg["datasets"].values())
 
 
 @pytest.fixture(scope="module")

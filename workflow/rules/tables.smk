@@ -4,7 +4,7 @@
 rule tables:
     """Write Tables 1-4 (Markdown, CSV, LaTeX, HTML) from every search, selection and training."""
     input:
-        published="config/published.yaml",
+        published="config/paper/published.yaml",
         search=search_metrics(),
         select=selections(),
         train=train_metrics(),
