@@ -15,7 +15,7 @@ from itnas.report.runs import Group
 from itnas.report.stats import difference_to_random
 from itnas.variants import NAMES as VARIANTS
 from itnas.variants import VARIANTS as REGISTRY
-from itnas.variants import describe_setting
+from itnas.variants import describe_setting, search_of
 
 # Trainings of random cells (`itnas sample`), labelled random0, random1, ... (genotypes.RANDOM_LABEL):
 # one table row.
@@ -76,9 +76,15 @@ class Inputs:
 
     def tau_stability(self, variant: str) -> str:
         """Mean over the variant's searches of the kept edges / ops that change when the cell is
-        derived at each stability temperature instead of its own (metrics.json)."""
+        derived at each stability temperature instead of its own (metrics.json). A search records
+        it for its own variant's derivation only: a variant that derives otherwise from a shared
+        search (itnas, TIEP, from gumbel_transition's) gets '—', never the other rule's numbers."""
         group = self.search_group(variant)
-        reports = [r.metrics.get("genotype_stability") for r in group.runs.values()] if group else []
+        runs = list(group.runs.values()) if group else []
+        if variant in REGISTRY and any(r.metrics.get("method", REGISTRY[variant].derive_method)
+                                       != REGISTRY[variant].derive_method for r in runs):
+            return "—"
+        reports = [r.metrics.get("genotype_stability") for r in runs]
         reports = [r for r in reports if isinstance(r, dict) and r]
         if not reports:
             return "—"
@@ -91,8 +97,23 @@ class Inputs:
         return ", ".join(parts)
 
     def search_group(self, variant: str) -> Group | None:
-        matches = [g for (ds, v), g in self.search.items() if v == variant]
+        """The searches a variant's cells come from: its own, or the ones it shares with a variant
+        that searches alike (variants.search_of: itnas reads its cells from gumbel_transition's)."""
+        name = search_of(variant) if variant in REGISTRY else variant
+        matches = [g for (ds, v), g in self.search.items() if v == name]
         return matches[0] if matches else None
+
+    def sharing(self, variant: str) -> list[str]:
+        """The other variants of this run's tables whose cells come from the same searches."""
+        if variant not in REGISTRY:
+            return []
+        present = {label for _, label in self.train} | {label for _, label in self.selections}
+        return [v for v in VARIANTS if v != variant and v in present and search_of(v) == search_of(variant)]
+
+    def total_search_days(self) -> float | None:
+        """GPU-days of every search of the run, each counted once however many variants share it."""
+        hours = [h for g in self.search.values() for h in (g.optional("gpu_hours") or [])]
+        return sum(hours) / 24.0 if hours else None
 
     def search_cost_days(self, label: str) -> list[float] | None:
         group = self.search_group(label)

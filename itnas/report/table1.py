@@ -75,7 +75,9 @@ def table1(inp: Inputs) -> Table:
                          "seeds": " ".join(map(str, cells[0].seeds)), "params_m": millions(params), "macs_m": millions(macs)})
     standin = inp.standin(groups)
     notes = ["Reproduced rows: mean ± sample std of the test error over training seeds; search cost is "
-             "the mean GPU-days of one search of that variant (selection and evaluation excluded).",
+             "the mean GPU-days of one search of that variant (selection and evaluation excluded); "
+             "variants that search alike share their searches (itnas derives its cells from "
+             "gumbel_transition's), so both rows show the cost of those same searches, run once.",
              "Our darts variant searches first order by default, so it is compared with DARTS (1st); "
              "darts_2nd, DARTS in its own setting, with DARTS (2nd).",
              RANDOM_NOTE]

@@ -18,9 +18,12 @@ import pytest
 from itnas.cli import main
 from itnas.errors import UserError
 from itnas.report import inputs, render, tables
+from itnas.variants import search_of
 
 REPO = Path(__file__).resolve().parents[2]
 PUBLISHED = REPO / "config" / "published.yaml"
+# The searches the workflow runs: variants that search alike share one (itnas -> gumbel_transition).
+SEARCHES = list(dict.fromkeys(search_of(v) for v in inputs.VARIANTS))
 
 
 def _write(path: Path, obj: dict) -> str:
@@ -57,9 +60,10 @@ def runs(tmp_path):
     ds = {"cifar10": "cifar10", "cifar100": "cifar100", "cinic10": "cinic10", "svhn": "svhn",
           "imagenet": "imagenet"}
     search, train, select = [], [], []
-    for v in inputs.VARIANTS:
+    for v in SEARCHES:
         for s in (0, 1):
             search.append(_search(root, "cifar10", v, s, gpu_hours=7.2 + s, standin=False))
+    for v in inputs.VARIANTS:
         select.append(_selection(root, "cifar10", v, 1))
     errs = {"darts": [2.9, 3.1], "gumbel": [2.8, 2.7], "gumbel_transition": [2.6, 2.5],
             "itnas": [2.4, 2.5], "DARTS_V1": [3.0, 3.1], "DARTS_V2": [2.8, 2.7]}
@@ -138,7 +142,7 @@ def test_a_run_without_the_error_metric_is_refused(runs):
 
 def test_stand_in_runs_are_labelled_in_every_title(tmp_path):
     root = tmp_path / "results"
-    search = [_search(root, "synthetic-cifar10", "itnas", s, 0.0, True) for s in (0, 1)]
+    search = [_search(root, "synthetic-cifar10", "gumbel_transition", s, 0.0, True) for s in (0, 1)]
     train = [_train(root, f"synthetic-{b}", "itnas", s, 50.0, True)
              for b in ("cifar10", "cifar100", "cinic10", "svhn", "imagenet") for s in (0, 1)]
     built = tables.build(PUBLISHED, search, train, [])
@@ -155,6 +159,34 @@ def test_variants_not_run_say_so_in_the_ablation(runs):
     search = [p for p in runs["search"] if "/gumbel/" not in p]
     t2 = tables.build(PUBLISHED, search, train, [], tables=["table2"])[0]
     assert {row[0]: row for row in t2.rows}["Gumbel only (gumbel)"][6] == "not run"
+
+
+def test_variants_that_search_alike_show_one_shared_search_counted_once(runs):
+    t1, t2 = tables.build(PUBLISHED, runs["search"], runs["train"], runs["select"], tables=["table1", "table2"])
+    abl = {row[0]: row for row in t2.rows}
+    col = t2.headers.index("Search")
+    assert abl["Gumbel + Transition + TIEP (ITNAS) (itnas)"][col] == "gumbel_transition (shared with gumbel_transition)"
+    assert abl["Gumbel + Transition (gumbel_transition)"][col] == "gumbel_transition (shared with itnas)"
+    assert abl["Gumbel only (gumbel)"][col] == "gumbel"
+    # Table 1's search cost stays per variant: both rows cost those same searches
+    cost = t1.headers.index("Search cost (GPU-days)")
+    assert _by_name(t1)["ITNAS (our search)"][cost] == _by_name(t1)["Gumbel + Transition (our search)"][cost]
+    # every search counted once: 4 searches of 5 variants, each 7.2 + 8.2 GPU-hours over its seeds
+    assert len(SEARCHES) == len(inputs.VARIANTS) - 1
+    assert f"{4 * (7.2 + 8.2) / 24:.3f} GPU-days" in " ".join(t2.notes)
+
+
+def test_a_shared_search_s_stability_is_not_shown_for_the_variant_that_derives_otherwise(tmp_path):
+    root = tmp_path / "results"
+    search = [_write(root / "search" / "cifar10" / "gumbel_transition" / f"seed{s}" / "metrics.json",
+                     {"variant": "gumbel_transition", "seed": s, "method": "darts", "gpu_hours": 1.0,
+                      "genotype_stability": {"1": {"edges": 1, "ops": 2}}}) for s in (0, 1)]
+    train = [_train(root, "cifar10", v, s, 2.5, standin=False) for v in ("gumbel_transition", "itnas") for s in (0, 1)]
+    t2 = tables.build(PUBLISHED, search, train, [], tables=["table2"])[0]
+    abl = {row[0]: row for row in t2.rows}
+    col = t2.headers.index("Cell changes with τ (edges/ops)")
+    assert abl["Gumbel + Transition (gumbel_transition)"][col] == "1: 1/2"
+    assert abl["Gumbel + Transition + TIEP (ITNAS) (itnas)"][col] == "—"
 
 
 def test_the_command_writes_markdown_csv_latex_and_html(runs, tmp_path):
@@ -177,7 +209,7 @@ def test_the_command_writes_markdown_csv_latex_and_html(runs, tmp_path):
 def _written(runs, tmp_path, standin: bool = False) -> tuple[Path, list[render.Table]]:
     if standin:
         root = tmp_path / "standin"
-        search = [_search(root, "synthetic-cifar10", v, s, 0.05, True) for v in inputs.VARIANTS for s in (0, 1)]
+        search = [_search(root, "synthetic-cifar10", v, s, 0.05, True) for v in SEARCHES for s in (0, 1)]
         train = [_train(root, f"synthetic-{b}", "itnas", s, 50.0, True, macs=183_000)
                  for b in ("cifar10", "cifar100", "cinic10", "svhn", "imagenet") for s in (0, 1)]
         built = tables.build(PUBLISHED, search, train, [])

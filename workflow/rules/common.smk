@@ -21,9 +21,13 @@ from itnas.data.registry import names as dataset_names
 from itnas.errors import UserError
 from itnas.genotypes import PUBLISHED, RANDOM_LABEL, random_name, searched_name
 from itnas.variants import VARIANTS as VARIANT_REGISTRY
+from itnas.variants import search_of, sharing
 
 BENCHMARKS = ["cifar10", "cifar100", "cinic10", "svhn", "imagenet"]
 VARIANTS = list(VARIANT_REGISTRY)
+# The searches variants derive their cells from (itnas/variants.py search_of: itnas derives from
+# gumbel_transition's search, since they search alike).
+SEARCHES = list(dict.fromkeys(search_of(v) for v in VARIANTS))
 SCHEMA = os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml")
 
 
@@ -95,8 +99,10 @@ _check_config()
 # ----------------------------------------------------------------------------- paths
 
 
-def search_dir(dataset="{dataset}", variant="{variant}", seed="{seed}"):
-    return f"{RESULTS}/search/{dataset}/{variant}/seed{seed}"
+def search_dir(dataset="{dataset}", search="{search}", seed="{seed}"):
+    """One search: `search` is a search name (variants.search_of), shared by the variants that
+    search alike, each of which derives its own cell from it."""
+    return f"{RESULTS}/search/{dataset}/{search}/seed{seed}"
 
 
 def derived_genotype(dataset="{dataset}", variant="{variant}", seed="{seed}"):
@@ -120,9 +126,10 @@ def data_manifest(dataset="{dataset}"):
     return f"{DATA_ROOT}/{dataset}/.itnas-manifest.json"
 
 
-def figure(kind, dataset="{dataset}", variant="{variant}"):
-    """A report figure: kind 'cell' or 'search'."""
-    return f"{RESULTS}/figures/{dataset}/{kind}_{variant}.png"
+def figure(kind, dataset="{dataset}", name="{variant}"):
+    """A report figure: kind 'cell' (a variant's selected cell) or 'search' (the curves of a
+    search, name a search name)."""
+    return f"{RESULTS}/figures/{dataset}/{kind}_{name}.png"
 
 
 def gpu_check_file(dataset="{dataset}"):
@@ -153,9 +160,14 @@ CIFAR_LIKE = [DATASETS[b] for b in BENCHMARKS if b != "imagenet"]
 # ----------------------------------------------------------------------------- targets
 
 
+def planned_searches():
+    """The searches of the configured variants, each once however many variants share it."""
+    return list(dict.fromkeys(search_of(v) for v in SEARCH["variants"]))
+
+
 def search_metrics():
-    return [f"{search_dir(SEARCH_DATASET, v, s)}/metrics.json"
-            for v in SEARCH["variants"] for s in SEARCH["seeds"]]
+    return [f"{search_dir(SEARCH_DATASET, name, s)}/metrics.json"
+            for name in planned_searches() for s in SEARCH["seeds"]]
 
 
 def selections():
@@ -180,7 +192,8 @@ def table_files(ext):
 
 
 def figure_files():
-    return [figure(kind, SEARCH_DATASET, v) for v in SEARCH["variants"] for kind in ("cell", "search")]
+    return ([figure("cell", SEARCH_DATASET, v) for v in SEARCH["variants"]]
+            + [figure("search", SEARCH_DATASET, name) for name in planned_searches()])
 
 
 def all_targets(wildcards):
@@ -197,7 +210,8 @@ def search_data(wildcards):
 
 
 def derive_input(wildcards):
-    return f"{search_dir(wildcards.dataset, wildcards.variant, wildcards.seed)}/arch_state.json"
+    """The arch state of the variant's search, maybe shared with another variant (variants.search_of)."""
+    return f"{search_dir(wildcards.dataset, search_of(wildcards.variant), wildcards.seed)}/arch_state.json"
 
 
 def select_candidates(wildcards):
@@ -209,7 +223,7 @@ def select_data(wildcards):
 
 
 def search_histories(wildcards):
-    return [f"{search_dir(wildcards.dataset, wildcards.variant, s)}/history.json" for s in SEARCH["seeds"]]
+    return [f"{search_dir(wildcards.dataset, wildcards.search, s)}/history.json" for s in SEARCH["seeds"]]
 
 
 def selected_genotype(wildcards):
@@ -346,4 +360,6 @@ def cell_title(wildcards):
 
 
 def curves_title(wildcards):
-    return f"{wildcards.variant}: search curves on {wildcards.dataset}{_standin(wildcards.dataset)}"
+    users = sharing(wildcards.search, SEARCH["variants"])
+    shared = f" (the search of {', '.join(users)})" if users != [wildcards.search] else ""
+    return f"{wildcards.search}: search curves on {wildcards.dataset}{_standin(wildcards.dataset)}{shared}"
