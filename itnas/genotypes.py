@@ -110,6 +110,11 @@ def selected_name(variant: str) -> str:
     return f"{variant}-selected"
 
 
+# The label of random search under the searched cells' selection: the select folder of the
+# random cells random0..random{N-1} (N = the searches per variant), and the tables' row of its winner.
+RANDOM_SEARCH = "random_search"
+
+
 def random_name(cell: int | str) -> str:
     """Random cell number `cell` of the search space (`itnas sample --seed CELL`)."""
     return f"random{cell}"

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from itnas.errors import UserError
-from itnas.genotypes import RANDOM_LABEL
+from itnas.genotypes import RANDOM_LABEL, RANDOM_SEARCH
 from itnas.report.runs import Group
 from itnas.report.stats import difference_to_random
 from itnas.variants import NAMES as VARIANTS
@@ -47,6 +47,28 @@ class Inputs:
     def random_cells(self, benchmark: str) -> list[Group]:
         dataset = self.roles.get(benchmark, benchmark)
         return [g for (ds, label), g in sorted(self.train.items()) if ds == dataset and RANDOM_LABEL.match(label)]
+
+    def random_search_selection(self) -> dict[str, Any] | None:
+        """selection.json of random search under the same selection (`itnas select` over random
+        cells random0..random{N-1}), or None when the run has none."""
+        found = [sel for (_, label), sel in self.selections.items() if label == RANDOM_SEARCH]
+        return found[0] if found else None
+
+    def random_search_candidates(self) -> list[dict[str, Any]]:
+        """Random search's candidates as its selection scored them: each one's `genotype` (its label,
+        random0, ...) and `valid_top1_err` (held-out error after the short training)."""
+        return list((self.random_search_selection() or {}).get("candidates", []))
+
+    def random_search(self, benchmark: str) -> Group | None:
+        """The trainings on `benchmark` of random search's winner: the random cell its selection
+        chose, trained with the searched cells' recipe and seeds (the same runs as that random
+        cell's). None without a random-search selection or without the winner's trainings."""
+        selection = self.random_search_selection()
+        winner = (selection or {}).get("winner")
+        label = winner.get("genotype") if isinstance(winner, dict) else None
+        if not isinstance(label, str) or not RANDOM_LABEL.match(label):
+            return None
+        return self.train_group(benchmark, label)
 
     def vs_random(self, benchmark: str, errors: Sequence[float] | None) -> tuple[float, float, float] | None:
         """A row's test errors against the random cells': the difference of the means and its
@@ -154,6 +176,16 @@ def published_row(spec: dict[str, Any], name: str | None) -> dict[str, Any] | No
 
 def paper_ref(row: dict[str, Any]) -> str:
     return f"paper [{row['ref']}]" if row.get("ref") not in (None, "") else "paper"
+
+
+RANDOM_SEARCH_NOTE = ("Random search (best of N, same selection): N random cells (N = the searches per variant) "
+                      "go through the same selection as a variant's searched cells (itnas select: short training, "
+                      "held-out error), and the winner is trained with the same recipe and seeds; its row is the "
+                      "field's fair baseline for the searched rows, which are the best of N searches too.")
+
+
+def random_search_name(n: int) -> str:
+    return f"Random search (best of {n}, same selection)"
 
 
 RANDOM_NOTE = ("Random cells (same protocol): cells drawn uniformly from the search space (itnas sample), "

@@ -359,6 +359,31 @@ def test_random_cells_are_one_row_and_every_row_gets_its_difference_to_them(with
     assert itnas["diff_random"] == pytest.approx(diff) and itnas["diff_random_low"] == pytest.approx(low)
 
 
+def test_the_random_search_row_trains_the_winner_of_its_selection(with_random, tmp_path):
+    """Random search under the same selection: the selection over random0/random1 picks random1,
+    and the row's numbers are random1's trainings (3.3, 3.1), not random0's nor all cells'."""
+    path = _write(with_random["root"] / "select" / "cifar10" / "random_search" / "selection.json",
+                  {"winner": {"genotype": "random1", "valid_top1_err": 15.0},
+                   "candidates": [{"genotype": "random0", "valid_top1_err": 20.0},
+                                  {"genotype": "random1", "valid_top1_err": 15.0}]})
+    t1, t2 = tables.build(PUBLISHED, with_random["search"], with_random["train"], with_random["select"] + [path],
+                          tables=["table1", "table2"])
+    name = "Random search (best of 2, same selection)"
+    row = _by_name(t1)[name]
+    assert row[2] == f"{statistics.fmean([3.3, 3.1]):.2f} ± {statistics.stdev([3.3, 3.1]):.2f}" and row[3] == "2"
+    assert _by_name(t1)[inputs.RANDOM_NAME][3] == "2 × 2"  # the random cells' row is unchanged
+    abl = _by_name(t2)[name]
+    assert abl[t2.headers.index("Our error (%)")] == row[2]
+    assert abl[t2.headers.index("Selected seed")] == "random1" and abl[t2.headers.index("Searches")] == "2"
+    assert abl[t2.headers.index("Searched cells, held-out error (%)")].startswith("17.50 ± ")
+    inp_group = tables.Inputs(tables.load_published(PUBLISHED), {}, tables.load_runs(with_random["train"], "train"),
+                              tables.load_selections([path]), {"cifar10": "cifar10"}).random_search("cifar10")
+    assert inp_group.label == "random1" and inp_group.values("test_top1_err") == [3.3, 3.1]
+    # without the selection, no row: the random cells alone are not a random search
+    t1 = tables.build(PUBLISHED, with_random["search"], with_random["train"], with_random["select"], tables=["table1"])[0]
+    assert name not in _by_name(t1)
+
+
 def test_the_bootstrap_interval_is_exact_without_spread_and_covers_zero_between_equals():
     from itnas.report.stats import difference_to_random
 

@@ -16,6 +16,7 @@ PAPER_JOBS = {
     "search": 12,           # 3 search settings x 4 seeds: itnas derives from gumbel_transition's searches
     "derive": 16,           # 4 variants x 4 seeds
     "select": 4,            # one per variant
+    "select_random": 1,     # random search: the best of 4 random cells by the same selection
     "sample": 4,            # random cells
     "train": 58,            # CIFAR-10 (6 genotypes + 4 random) x 4 seeds + 3 datasets x 3 genotypes x 2 seeds
     "train_imagenet": 2,    # ITNAS and DARTS_V2, one seed
@@ -26,14 +27,15 @@ PAPER_JOBS = {
     "all": 1,
 }
 SMOKE_JOBS = {
-    "data_fetch": 5, "search": 6, "derive": 8, "select": 4, "sample": 2,
+    "data_fetch": 5, "search": 6, "derive": 8, "select": 4, "select_random": 1, "sample": 2,
     "train": 16 + 3 * 2,  # CIFAR-10 (6 genotypes + 2 random) x 2 seeds; CIFAR-100, CINIC-10, SVHN ITNAS x 2 seeds
     "train_imagenet": 2, "plot_cell": 4, "plot_search": 3, "tables": 1, "all": 1,
     "gpu_check": 1,  # the canary before the ImageNet trainings
 }
 PROFILES = [REPO / "profiles" / "default" / "config.yaml", REPO / "workflow" / "profiles" / "slurm" / "config.yaml"]
 # The config keys of `threads:` and `resources:` that stand for other rule names.
-CONFIG_KEY_RULES = {"data": ["data_fetch"], "derive": ["derive", "sample"], "plot": ["plot_cell", "plot_search"]}
+CONFIG_KEY_RULES = {"data": ["data_fetch"], "derive": ["derive", "sample"], "plot": ["plot_cell", "plot_search"],
+                    "select": ["select", "select_random"]}
 
 
 @pytest.fixture(scope="module")
@@ -123,6 +125,30 @@ def test_a_variant_searched_alone_still_gets_its_shared_search(tmp_path):
         f"results/smoke/search/synthetic-cifar10/gumbel_transition/seed{s}/arch_state.json" for s in (0, 1)]
     assert sorted(j["input"] for j in _jobs(out, "derive")) == [
         f"results/smoke/search/synthetic-cifar10/gumbel_transition/seed{s}/arch_state.json" for s in (0, 1)]
+
+
+def test_random_search_selects_among_the_first_n_random_cells_and_reuses_their_trainings(workdir):
+    out = snakemake(workdir, "-n", "-p").stdout
+    [job] = _jobs(out, "select_random")
+    cells = [f"results/random/cell{k}/genotype.json" for k in range(4)]  # N = 4 search seeds
+    assert job["input"].split(", ")[2:] == cells
+    assert "--genotypes " + " ".join(cells) in job["Shell command"]
+    assert job["output"].startswith("results/select/cifar10/random_search/selection.json")
+    [tables] = _jobs(out, "tables")
+    assert "results/select/cifar10/random_search/selection.json" in tables["input"]
+    # random: 4 >= N: the winner's trainings are the random cells' own, nothing extra (PAPER_JOBS)
+
+
+def test_random_search_trains_its_n_candidates_when_fewer_random_cells_are_asked_for(tmp_path):
+    workdir = copy_workflow(tmp_path / "itnas")
+    fewer = _overlay(workdir, "fewer.yaml", {"evaluate": {"cifar10": {"random": 1}}})
+    jobs = planned_jobs(workdir, "--configfile", fewer)
+    assert jobs["sample"] == 4 and jobs["select_random"] == 1
+    assert jobs["train"] == PAPER_JOBS["train"]  # cells 0..3 on 4 seeds, as with random: 4
+    off = _overlay(workdir, "off.yaml", {"evaluate": {"cifar10": {"random": 1, "random_search": False}}})
+    jobs = planned_jobs(workdir, "--configfile", off)
+    assert "select_random" not in jobs and jobs["sample"] == 1
+    assert jobs["train"] == PAPER_JOBS["train"] - 3 * 4
 
 
 def test_imagenet_trainings_wait_for_the_gpu_canary_with_their_gpus(workdir):

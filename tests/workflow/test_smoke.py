@@ -46,7 +46,7 @@ def test_every_table_is_written_in_every_format_and_says_stand_in(smoke_run):
 def test_table1_holds_every_cifar10_genotype_over_two_seeds(smoke_run):
     _, rows = _csv(smoke_run.results / "tables" / "table1.csv")
     ours = {r["label"]: r for r in rows if r["source"] == "reproduced"}
-    assert set(ours) == set(VARIANTS) | {"DARTS_V1", "DARTS_V2", "random"}  # 2 random cells: one row
+    assert set(ours) == set(VARIANTS) | {"DARTS_V1", "DARTS_V2", "random", "random_search"}  # 2 random cells: one row
     for label, row in ours.items():
         assert row["n_seeds"] == ("4" if label == "random" else "2") and row["seeds"] == "0 1", label
         assert row["dataset"] == "synthetic-cifar10"
@@ -61,8 +61,17 @@ def test_table1_holds_every_cifar10_genotype_over_two_seeds(smoke_run):
 
 def test_table2_is_the_ablation_over_the_four_variants(smoke_run):
     _, rows = _csv(smoke_run.results / "tables" / "table2.csv")
-    assert [r["variant"] for r in rows] == [*VARIANTS, "random"]  # darts_2nd not searched: no row
-    rows = rows[:-1]
+    assert [r["variant"] for r in rows] == [*VARIANTS, "random_search", "random"]  # darts_2nd not searched: no row
+    best = rows[-2]  # random search: the best of 2 random cells (2 search seeds) by the same selection
+    assert best["n_searches"] == "2" and best["n_searched"] == "2" and best["selected_seed"] in ("random0", "random1")
+    winner = json.loads((smoke_run.results / "select" / "synthetic-cifar10" / "random_search" / "selection.json").read_text())
+    assert winner["winner"]["genotype"] == best["selected_seed"]
+    _, t1 = _csv(smoke_run.results / "tables" / "table1.csv")
+    trained = [json.loads((smoke_run.results / "train" / "synthetic-cifar10" / best["selected_seed"] / f"seed{s}" /
+                           "metrics.json").read_text())["test_top1_err"] for s in (0, 1)]
+    assert float(best["error_mean"]) == pytest.approx(sum(trained) / 2)
+    assert [float(r["error_mean"]) for r in t1 if r["label"] == "random_search"] == [pytest.approx(sum(trained) / 2)]
+    rows = rows[:-2]
     assert [r["paper_error"] for r in rows] == ["2.76", "2.72", "2.53", "2.45"]
     for row in rows:
         assert row["n_seeds"] == "2" and row["n_searches"] == "2" and row["n_searched"] == "2"
@@ -168,8 +177,9 @@ def test_mlflow_runs_are_named_for_people_and_selections_nest_their_candidates(s
     assert "train DARTS_V2 synthetic-cifar10 seed0" in names
     parents = {r.info.run_id: r for r in runs if r.info.run_name.startswith("select ") and
                "mlflow.parentRunId" not in r.data.tags}
-    assert sorted(r.info.run_name for r in parents.values()) == [f"select {v} synthetic-cifar10" for v in VARIANTS]
-    for parent in parents.values():
+    assert sorted(r.info.run_name for r in parents.values()) == sorted(
+        f"select {v} synthetic-cifar10" for v in VARIANTS + ["random_search"])
+    for parent in (p for p in parents.values() if "random_search" not in p.info.run_name):
         children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
         assert children and {r.data.tags["search_seed"] for r in children} <= {"0", "1", "0,1"}
         assert [r.data.tags["winner"] for r in children].count("true") == 1

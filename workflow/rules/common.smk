@@ -19,7 +19,7 @@ from snakemake.utils import validate
 from itnas.config import check_workflow_config
 from itnas.data.registry import names as dataset_names
 from itnas.errors import UserError
-from itnas.genotypes import PUBLISHED, RANDOM_LABEL, random_name, searched_name
+from itnas.genotypes import PUBLISHED, RANDOM_LABEL, RANDOM_SEARCH, random_name, searched_name
 from itnas.variants import VARIANTS as VARIANT_REGISTRY
 from itnas.variants import search_of, sharing
 
@@ -142,12 +142,31 @@ def log_file(rule, *parts):
     return os.path.join(LOGS, rule, *parts) + ".log"
 
 
+def random_search_on(bench):
+    """Whether `bench` gets the random-search row (evaluate.BENCH.random_search)."""
+    return bool((EVALUATE.get(bench) or {}).get("random_search"))
+
+
+def random_search_size():
+    """N of random search under the same selection: as many random cells as a variant has searches."""
+    return len(SEARCH["seeds"])
+
+
+def random_cells_trained(bench):
+    """How many random cells are trained on `bench`: `random`, and with random search at least its
+    N candidates, so that its winner's trainings always exist (the same runs, never trained twice)."""
+    target = EVALUATE.get(bench) or {}
+    count = target.get("random", 0)
+    return max(count, random_search_size()) if random_search_on(bench) else count
+
+
 def evaluated_labels(bench):
     """What is trained on `bench`: its searched cells, published baselines and random cells."""
     target = EVALUATE.get(bench)
     if not target:
         return []
-    return list(target["cells"]) + list(target["baselines"]) + [random_name(k) for k in range(target["random"])]
+    return (list(target["cells"]) + list(target["baselines"])
+            + [random_name(k) for k in range(random_cells_trained(bench))])
 
 
 def wildcard_alternatives(names):
@@ -171,7 +190,11 @@ def search_metrics():
 
 
 def selections():
-    return [f"{select_dir(SEARCH_DATASET, v)}/selection.json" for v in SEARCH["variants"]]
+    """Each variant's selection, and random search's when a benchmark asks for its row."""
+    out = [f"{select_dir(SEARCH_DATASET, v)}/selection.json" for v in SEARCH["variants"]]
+    if any(random_search_on(b) for b in BENCHMARKS):
+        out.append(f"{select_dir(SEARCH_DATASET, RANDOM_SEARCH)}/selection.json")
+    return out
 
 
 def train_metrics():
@@ -216,6 +239,11 @@ def derive_input(wildcards):
 
 def select_candidates(wildcards):
     return [derived_genotype(wildcards.dataset, wildcards.variant, s) for s in SEARCH["seeds"]]
+
+
+def random_search_candidates(wildcards):
+    """Random search's candidates: random cells 0..N-1, as many as a variant's searched cells."""
+    return [random_genotype(k) for k in range(random_search_size())]
 
 
 def select_data(wildcards):
