@@ -10,14 +10,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from itnas.errors import UserError
-from itnas.genotypes import RANDOM_LABEL, RANDOM_SEARCH
+from itnas.layout import RANDOM_SEARCH, is_random
 from itnas.report.runs import Group
 from itnas.report.stats import difference_to_random
 from itnas.variants import NAMES as VARIANTS
 from itnas.variants import VARIANTS as REGISTRY
 from itnas.variants import describe_setting, search_of
 
-# Trainings of random cells (`itnas sample`), labelled random0, random1, ... (genotypes.RANDOM_LABEL):
+# Trainings of random cells (`itnas sample`), labelled random0, random1, ... (layout.random_name):
 # one table row.
 RANDOM_NAME = "Random cells (same protocol)"
 
@@ -41,12 +41,12 @@ class Inputs:
         """The labels trained on `benchmark`, searched variants first; random cells are one row
         of their own (`random_cells`)."""
         dataset = self.roles.get(benchmark, benchmark)
-        labels = [label for (ds, label) in self.train if ds == dataset and not RANDOM_LABEL.match(label)]
+        labels = [label for (ds, label) in self.train if ds == dataset and not is_random(label)]
         return sorted(labels, key=label_order)
 
     def random_cells(self, benchmark: str) -> list[Group]:
         dataset = self.roles.get(benchmark, benchmark)
-        return [g for (ds, label), g in sorted(self.train.items()) if ds == dataset and RANDOM_LABEL.match(label)]
+        return [g for (ds, label), g in sorted(self.train.items()) if ds == dataset and is_random(label)]
 
     def random_search_selection(self) -> dict[str, Any] | None:
         """selection.json of random search under the same selection (`itnas select` over random
@@ -66,7 +66,7 @@ class Inputs:
         selection = self.random_search_selection()
         winner = (selection or {}).get("winner")
         label = winner.get("genotype") if isinstance(winner, dict) else None
-        if not isinstance(label, str) or not RANDOM_LABEL.match(label):
+        if not isinstance(label, str) or not is_random(label):
             return None
         return self.train_group(benchmark, label)
 

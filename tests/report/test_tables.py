@@ -48,9 +48,9 @@ def _train(root: Path, dataset: str, label: str, seed: int, err: float, standin:
 
 def _selection(root: Path, dataset: str, variant: str, winner_seed: int, held_out=(9.0, 10.0)) -> str:
     path = root / "select" / dataset / variant / "selection.json"
-    candidates = [{"genotype": f"{variant} seed{k}", "valid_top1_err": e} for k, e in enumerate(held_out)]
-    return _write(path, {"winner": {"genotype": f"results/derive/{dataset}/{variant}/seed{winner_seed}/genotype.json",
-                                    "accuracy": 90.0}, "candidates": candidates})
+    candidates = [{"genotype": f"{variant}-seed{k}", "valid_top1_err": e} for k, e in enumerate(held_out)]
+    return _write(path, {"label": variant, "winner": {"genotype": f"{variant}-seed{winner_seed}", "accuracy": 90.0},
+                         "candidates": candidates, "winner_search_seed": winner_seed})
 
 
 @pytest.fixture
@@ -187,6 +187,25 @@ def test_a_shared_search_s_stability_is_not_shown_for_the_variant_that_derives_o
     col = t2.headers.index("Cell changes with τ (edges/ops)")
     assert abl["Gumbel + Transition (gumbel_transition)"][col] == "1: 1/2"
     assert abl["Gumbel + Transition + TIEP (ITNAS) (itnas)"][col] == "—"
+
+
+def test_table2_shows_the_search_seed_the_selection_recorded_and_nothing_else(runs):
+    abl = tables.build(PUBLISHED, runs["search"], runs["train"], runs["select"], tables=["table2"])[0]
+    col = abl.headers.index("Selected seed")
+    assert {row[0]: row[col] for row in abl.rows}["Gumbel only (gumbel)"] == "1"
+    path = Path(next(p for p in runs["select"] if "/gumbel/" in p))
+    data = json.loads(path.read_text())
+    del data["winner_search_seed"]  # the winner's name still says seed1, but it is not the record
+    path.write_text(json.dumps(data))
+    abl = tables.build(PUBLISHED, runs["search"], runs["train"], runs["select"], tables=["table2"])[0]
+    assert {row[0]: row[col] for row in abl.rows}["Gumbel only (gumbel)"] == "—"
+
+
+def test_a_selection_filed_under_another_label_is_refused(runs):
+    path = Path(next(p for p in runs["select"] if "/gumbel/" in p))
+    path.write_text(json.dumps({**json.loads(path.read_text()), "label": "darts"}))
+    with pytest.raises(UserError, match="records label 'darts' but sits in the folder of selection cifar10/gumbel"):
+        tables.build(PUBLISHED, runs["search"], runs["train"], runs["select"])
 
 
 def test_the_command_writes_markdown_csv_latex_and_html(runs, tmp_path):
@@ -363,7 +382,7 @@ def test_the_random_search_row_trains_the_winner_of_its_selection(with_random, t
     """Random search under the same selection: the selection over random0/random1 picks random1,
     and the row's numbers are random1's trainings (3.3, 3.1), not random0's nor all cells'."""
     path = _write(with_random["root"] / "select" / "cifar10" / "random_search" / "selection.json",
-                  {"winner": {"genotype": "random1", "valid_top1_err": 15.0},
+                  {"label": "random_search", "winner": {"genotype": "random1", "valid_top1_err": 15.0},
                    "candidates": [{"genotype": "random0", "valid_top1_err": 20.0},
                                   {"genotype": "random1", "valid_top1_err": 15.0}]})
     t1, t2 = tables.build(PUBLISHED, with_random["search"], with_random["train"], with_random["select"] + [path],

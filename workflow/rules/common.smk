@@ -3,8 +3,10 @@
 Every output path carries what distinguishes a run: the dataset, the ablation variant (the
 Gumbel/Transition/TIEP flag set) or published genotype, and the seed. Toggling a variant, a
 seed or a dataset therefore only adds or removes paths; it never overwrites another run.
-The path functions below are the only place those paths are written: called without
-arguments they give a rule's output pattern (with its wildcards), with arguments a target.
+The path functions below give them for this run's results folder; the layout itself (where each
+stage's files live, how cells are named) is itnas/layout.py's, which also parses them back for
+the tables. Called without arguments they give a rule's output pattern (with its wildcards),
+with arguments a target.
 The variants and what each derives with come from the package's registry (itnas/variants.py).
 """
 
@@ -19,7 +21,9 @@ from snakemake.utils import validate
 from itnas.config import check_workflow_config
 from itnas.data.registry import names as dataset_names
 from itnas.errors import UserError
-from itnas.genotypes import PUBLISHED, RANDOM_LABEL, RANDOM_SEARCH, random_name, searched_name
+from itnas import layout
+from itnas.genotypes import PUBLISHED
+from itnas.layout import RANDOM_SEARCH, random_cell, random_name, searched_name
 from itnas.variants import VARIANTS as VARIANT_REGISTRY
 from itnas.variants import search_of, sharing
 
@@ -102,24 +106,24 @@ _check_config()
 def search_dir(dataset="{dataset}", search="{search}", seed="{seed}"):
     """One search: `search` is a search name (variants.search_of), shared by the variants that
     search alike, each of which derives its own cell from it."""
-    return f"{RESULTS}/search/{dataset}/{search}/seed{seed}"
+    return layout.search_dir(RESULTS, dataset, search, seed)
 
 
 def derived_genotype(dataset="{dataset}", variant="{variant}", seed="{seed}"):
-    return f"{RESULTS}/derive/{dataset}/{variant}/seed{seed}/genotype.json"
+    return layout.derived_genotype(RESULTS, dataset, variant, seed)
 
 
 def select_dir(dataset="{dataset}", variant="{variant}"):
-    return f"{RESULTS}/select/{dataset}/{variant}"
+    return layout.select_dir(RESULTS, dataset, variant)
 
 
 def train_dir(dataset="{dataset}", label="{label}", seed="{seed}"):
-    return f"{RESULTS}/train/{dataset}/{label}/seed{seed}"
+    return layout.train_dir(RESULTS, dataset, label, seed)
 
 
 def random_genotype(cell="{cell}"):
     """Random cell number `cell` of the search space (`itnas sample --seed CELL`)."""
-    return f"{RESULTS}/random/cell{cell}/genotype.json"
+    return layout.random_genotype(RESULTS, cell)
 
 
 def data_manifest(dataset="{dataset}"):
@@ -129,7 +133,7 @@ def data_manifest(dataset="{dataset}"):
 def figure(kind, dataset="{dataset}", name="{variant}"):
     """A report figure: kind 'cell' (a variant's selected cell) or 'search' (the curves of a
     search, name a search name)."""
-    return f"{RESULTS}/figures/{dataset}/{kind}_{name}.png"
+    return layout.figure(RESULTS, kind, dataset, name)
 
 
 def gpu_check_file(dataset="{dataset}"):
@@ -207,7 +211,7 @@ def train_metrics():
 
 
 def table_file(name, ext):
-    return f"{RESULTS}/tables/{name}.{ext}"
+    return layout.table_file(RESULTS, name, ext)
 
 
 def table_files(ext):
@@ -262,11 +266,11 @@ def train_inputs(wildcards):
     """The dataset, and the genotype file of a searched variant (the cell its selection chose)
     or of a random cell."""
     inputs = {"data": data_manifest(wildcards.dataset)}
-    random_cell = RANDOM_LABEL.match(wildcards.label)
+    cell = random_cell(wildcards.label)
     if wildcards.label in VARIANTS:
         inputs["genotype"] = f"{select_dir(SEARCH_DATASET, wildcards.label)}/genotype.json"
-    elif random_cell:
-        inputs["genotype"] = random_genotype(random_cell.group(1))
+    elif cell is not None:
+        inputs["genotype"] = random_genotype(cell)
     return inputs
 
 

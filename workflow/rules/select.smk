@@ -50,10 +50,10 @@ rule select:
     resources:
         **rule_resources("select"),
     shell:
-        "ITNAS_RULE=select ITNAS_LABEL={wildcards.variant} OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads}"
+        "ITNAS_RULE=select OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads}"
         " itnas select --config {input.config} --genotypes {input.genotypes}"
         " --dataset {wildcards.dataset} --seed {params.seed} --data-root {params.data_root}"
-        " --out {params.out} {params.overrides} > {log} 2>&1"
+        " --label {wildcards.variant} --out {params.out} {params.overrides} > {log} 2>&1"
 
 
 rule select_random:
@@ -80,10 +80,10 @@ rule select_random:
     resources:
         **rule_resources("select"),
     shell:
-        "ITNAS_RULE=select ITNAS_LABEL={params.label} OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads}"
+        "ITNAS_RULE=select OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads}"
         " itnas select --config {input.config} --genotypes {input.genotypes}"
         " --dataset {wildcards.dataset} --seed {params.seed} --data-root {params.data_root}"
-        " --out {params.out} {params.overrides} > {log} 2>&1"
+        " --label {params.label} --out {params.out} {params.overrides} > {log} 2>&1"
 
 
 rule sample:
