@@ -26,6 +26,7 @@ report: "workflow/report/workflow.rst"
 wildcard_constraints:
     dataset=r"[a-z0-9][a-z0-9_-]*",
     variant="|".join(VARIANTS),
+    search="|".join(SEARCHES),
     label=r"[A-Za-z][A-Za-z0-9_]*",
     seed=r"\d+",
     cell=r"\d+",

@@ -37,9 +37,11 @@ def search_rows(results: Path) -> list[str]:
 
 
 def seed_distance_rows(results: Path) -> list[str]:
+    """Per variant, its cells as the workflow derived them (derive/, by the variant's own rule: a
+    search shared by two variants holds only its own variant's genotype.json)."""
     rows = ["| variant | edges / ops that differ between its searches' cells | selected (selection) |",
             "|---|---|---|"]
-    for variant_dir in sorted(results.glob("search/*/*")):
+    for variant_dir in sorted(results.glob("derive/*/*")):
         cells = {p.parent.name: load_genotype(p) for p in sorted(variant_dir.glob("seed*/genotype.json"))}
         pairs = [f"{a} vs {b}: {d['edges']}/{d['ops']}"
                  for (a, ga), (b, gb) in itertools.combinations(cells.items(), 2)

@@ -5,11 +5,11 @@ such a name or a genotype JSON file.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from itnas.errors import UserError
 from itnas.files import read_json
+from itnas.layout import parse_seed_folder, searched_name
 from itnas.space import Genotype, load_genotype, make_genotype
 
 # Published cells of the DARTS space that use only our seven primitives. Sources: the
@@ -87,38 +87,11 @@ def resolve_genotype(name_or_file: str) -> tuple[Genotype, str]:
                     f"({', '.join(published_names())}) nor an existing file")
 
 
-# The names of the cells the workflow makes, written into their genotype.json files (`name`) and
-# read back by `itnas select` (which search seed a candidate came from) and by `itnas tables`
-# (whether a training's metrics sit in its own folder).
-RANDOM_LABEL = re.compile(r"^random(\d+)$")
-_SEARCHED = re.compile(r"(.+)-seed(-?\d+)")
-
-
-def searched_name(variant: str, seed: int | str) -> str:
-    """The cell a search of `variant` with `seed` derived (`itnas search`, `itnas derive --name`)."""
-    return f"{variant}-seed{seed}"
-
-
-def searched_origin(name: str) -> tuple[str | None, str | None]:
-    """(variant, search seed) of a name made by `searched_name`; (None, None) for any other."""
-    m = _SEARCHED.fullmatch(name)
-    return (m.group(1), m.group(2)) if m else (None, None)
-
-
-def selected_name(variant: str) -> str:
-    """The cell `itnas select` kept for `variant`: what the variant's trainings train."""
-    return f"{variant}-selected"
-
-
-def random_name(cell: int | str) -> str:
-    """Random cell number `cell` of the search space (`itnas sample --seed CELL`)."""
-    return f"random{cell}"
-
-
 def file_label(path: Path) -> str:
     """How a genotype file is named in runs and tables: its `name` (`itnas search`, `derive
-    --name` and `select` write one, e.g. itnas-seed2, itnas-selected), else a name made from
-    its folders (.../itnas/seed2/genotype.json: itnas-seed2), never the whole path."""
+    --name`, `select` and `sample` write one, e.g. itnas-seed2, itnas-selected; itnas/layout.py
+    makes them), else a name made from its folders (.../itnas/seed2/genotype.json: itnas-seed2),
+    never the whole path."""
     data = read_json(path, "genotype")
     name = data.get("name") if isinstance(data, dict) else None
     if isinstance(name, str) and name.strip():
@@ -126,6 +99,7 @@ def file_label(path: Path) -> str:
     if path.stem != "genotype":
         return path.stem
     folder = path.resolve().parent
-    if re.fullmatch(r"seed-?\d+", folder.name):
-        return f"{folder.parent.name}-{folder.name}"
+    seed = parse_seed_folder(folder.name)
+    if seed is not None:
+        return searched_name(folder.parent.name, seed)
     return folder.name or "genotype"

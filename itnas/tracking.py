@@ -11,8 +11,8 @@ Many jobs share one SQLite file, so every call retries with backoff while the da
 locked; an HTTP server that does not answer is detected with a short probe instead of
 MLflow's minutes of retries. Each run gets the tags stage, dataset, benchmark, variant, seed,
 genotype hash (set when a genotype.json is logged), git commit and the workflow rule
-(`ITNAS_RULE`) and cell label (`ITNAS_LABEL`: a variant, whose selected cell a training uses,
-or a published cell), all hyperparameters as flattened params, per-epoch metrics in batches,
+(`ITNAS_RULE`) and cell label (`label`, given by the command: `itnas train --label`: a variant,
+whose selected cell a training uses, or a published cell), all hyperparameters as flattened params, per-epoch metrics in batches,
 and artifacts; a logged genotype also gets its cell drawing (`figures/cell.png`).
 
 A run with a folder keeps its run id there (`mlflow-run.json`): the same job run again after a
@@ -404,10 +404,7 @@ def standard_tags(stage: str, run_name: str, tags: dict[str, Any]) -> dict[str, 
     out.setdefault("git_commit", commit)
     out.setdefault("mlflow.source.git.commit", commit.removesuffix("-dirty"))
     out.setdefault("rule", os.environ.get("ITNAS_RULE", "standalone"))
-    label = os.environ.get("ITNAS_LABEL")  # the workflow's name of the cell: a variant or DARTS_V2
-    if label:
-        out["label"] = label
-    if out.get("label") in VARIANTS:
+    if out.get("label") in VARIANTS:  # a training of a variant's selected cell (`itnas train --label`)
         out.setdefault("variant", out["label"])
     out.setdefault("host", socket.gethostname())
     if os.environ.get("SLURM_JOB_ID"):

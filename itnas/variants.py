@@ -12,6 +12,7 @@ is one more entry here. Flag sets outside the registry still run under a stable,
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from itnas.errors import UserError
@@ -37,6 +38,12 @@ class Variant:
     @property
     def derive_method(self) -> str:
         return method_for(self.transition, self.tiep)
+
+    @property
+    def search_settings(self) -> tuple[bool, bool, bool, bool]:
+        """Everything that makes this variant's search what it is: all but the derivation (tiep),
+        which reads a cell from a finished search and never touches the search itself."""
+        return (self.gumbel, self.transition, self.none_op, self.second_order)
 
     @property
     def setting(self) -> str:
@@ -121,6 +128,21 @@ def flags_of(name: str) -> dict[str, bool] | None:
         if name_for(gumbel, transition, tiep) == name:
             return {"gumbel": gumbel, "transition": transition, "tiep": tiep}
     return None
+
+
+def search_of(name: str) -> str:
+    """The search a variant's cells are derived from: the first registered variant with the same
+    search settings (`Variant.search_settings`), e.g. itnas -> gumbel_transition, which differ only
+    in how a cell is derived. Variants that share a search share one run per seed; that run's
+    folder and `itnas search --variant` carry this name."""
+    settings = get(name).search_settings
+    return next(v.name for v in VARIANTS.values() if v.search_settings == settings)
+
+
+def sharing(search: str, among: Iterable[str] = NAMES) -> list[str]:
+    """The variants among `among` whose cells are derived from search `search` (in registry order)."""
+    chosen = set(among)
+    return [v for v in NAMES if v in chosen and search_of(v) == search]
 
 
 def help_text() -> str:

@@ -5,16 +5,7 @@ import json
 import pytest
 
 from itnas.errors import UserError
-from itnas.genotypes import (
-    PUBLISHED,
-    RANDOM_LABEL,
-    lookup,
-    random_name,
-    resolve_genotype,
-    searched_name,
-    searched_origin,
-    selected_name,
-)
+from itnas.genotypes import PUBLISHED, lookup, resolve_genotype
 from itnas.space import genotype_from_json as from_json
 
 
@@ -117,10 +108,3 @@ def test_sample_cli_writes_a_named_genotype(tmp_path, capsys):
     assert main(["sample", "--seed", "7", "--out", str(tmp_path / "g.json")]) == 0
     assert load_genotype(tmp_path / "g.json") == sample_genotype(7)
     assert json.loads((tmp_path / "g.json").read_text())["name"] == "random7"
-
-
-def test_the_workflows_cell_names_read_back_to_what_made_them():
-    assert searched_origin(searched_name("gumbel_transition", 3)) == ("gumbel_transition", "3")
-    assert searched_origin(selected_name("itnas")) == (None, None)  # not a search's cell
-    assert RANDOM_LABEL.fullmatch(random_name(12)).group(1) == "12"
-    assert not RANDOM_LABEL.match(searched_name("itnas", 0)) and not RANDOM_LABEL.match("random")

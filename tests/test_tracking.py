@@ -221,17 +221,19 @@ def test_sqlite_artifacts_go_beside_the_database(tmp_path):
 
 
 def test_the_workflow_label_tags_the_variant_of_a_training(store, monkeypatch):
-    monkeypatch.setenv("ITNAS_LABEL", "gumbel_transition")
     monkeypatch.setenv("ITNAS_RULE", "train")
-    with tracking.start_run("train", "train-g", {}, {"genotype": "results/select/x/genotype.json"}):
+    monkeypatch.setenv("ITNAS_LABEL", "itnas")  # the environment no longer carries a label
+    with tracking.start_run("train", "train-g", {}, {"label": "gumbel_transition"}):
         pass
-    monkeypatch.setenv("ITNAS_LABEL", "DARTS_V2")
-    with tracking.start_run("train", "train-d", {}, {}):
+    with tracking.start_run("train", "train-d", {}, {"label": "DARTS_V2"}):
+        pass
+    with tracking.start_run("train", "train-n", {}, {}):
         pass
     _, runs = _runs(store)
     tags = {r.data.tags["mlflow.runName"]: r.data.tags for r in runs}
     assert tags["train-g"]["variant"] == "gumbel_transition" and tags["train-g"]["rule"] == "train"
     assert tags["train-d"]["label"] == "DARTS_V2" and "variant" not in tags["train-d"]
+    assert "label" not in tags["train-n"] and "variant" not in tags["train-n"]
 
 
 # ----------------------------------------------------------------------------- what a person browses

@@ -39,3 +39,18 @@ def test_flag_sets_outside_the_registry_get_stable_path_safe_names():
     cfg["arch"].update(gumbel=False, transition=True, tiep=True)
     assert variants.variant_of(cfg) == "softmax_transition_tiep"
     assert variants.method_for(transition=False, tiep=True) == "darts"
+
+
+def test_variants_that_differ_only_in_the_derivation_share_one_search():
+    assert {n: variants.search_of(n) for n in variants.NAMES} == {
+        "darts": "darts", "gumbel": "gumbel", "gumbel_transition": "gumbel_transition",
+        "itnas": "gumbel_transition", "darts_2nd": "darts_2nd"}
+    assert variants.sharing("gumbel_transition") == ["gumbel_transition", "itnas"]
+    assert variants.sharing("gumbel_transition", ["itnas", "darts"]) == ["itnas"]
+    # the shared search runs a config that differs from the other variant's in `arch.tiep` only
+    own = load_config(REPO / "config/recipes/search.yaml", "search", variants.get("itnas").overrides())
+    shared = load_config(REPO / "config/recipes/search.yaml", "search", variants.get("gumbel_transition").overrides())
+    own["arch"].pop("tiep"), shared["arch"].pop("tiep")
+    assert own == shared
+    with pytest.raises(UserError, match="unknown variant"):
+        variants.search_of("nas")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import re
 from pathlib import Path
 
 from itnas.cli.common import HelpFormatter
@@ -13,6 +12,7 @@ from itnas.data.registry import get_spec
 from itnas.errors import UserError
 from itnas.files import output_path, read_json
 from itnas.genotypes import resolve_genotype
+from itnas.layout import parse_seed_folder
 from itnas.report import inputs, plots, tables
 
 log = logging.getLogger(__name__)
@@ -29,9 +29,10 @@ def _register_tables(sub: argparse._SubParsersAction) -> None:
         help="write Tables 1-4 (md, csv, tex, html) from search and training metrics",
         description="Tabulate the reproduction beside the paper's numbers.\n\n"
                     "Run files follow the workflow layout:\n"
-                    "  .../search/DATASET/VARIANT/seedS/metrics.json\n"
+                    "  .../search/DATASET/SEARCH/seedS/metrics.json\n"
                     "  .../select/DATASET/VARIANT/selection.json\n"
-                    "  .../train/DATASET/GENOTYPE/seedS/metrics.json\n"
+                    "  .../train/DATASET/LABEL/seedS/metrics.json\n"
+                    "(itnas/layout.py; SEARCH: the variant, or the one whose search it shares)\n"
                     "Reproduced rows are mean +- std over seeds; a missing seed is an error,\n"
                     "never a mean over fewer. Tables from stand-in data say so in their titles.\n\n"
                     "Each table is written four times: tableN.md (Markdown), tableN.csv (plain CSV:\n"
@@ -102,8 +103,9 @@ def run_plot_cell(args: argparse.Namespace) -> int:
 
 
 def _history_label(path: Path) -> str:
-    m = re.search(r"seed(-?\d+)", path.parent.name)
-    return f"seed {m.group(1)}" if m else path.parent.name or path.stem
+    """A search's curve is labelled by its seed (its folder seedS), else by its folder's name."""
+    seed = parse_seed_folder(path.parent.name)
+    return f"seed {seed}" if seed is not None else path.parent.name or path.stem
 
 
 def run_plot_curves(args: argparse.Namespace) -> int:

@@ -11,8 +11,8 @@ import logging
 from itnas import variants
 from itnas.cli.common import HelpFormatter, add_config_args, check_seed
 from itnas.files import output_path
-from itnas.genotypes import random_name
 from itnas.gpu_lease import lease_for
+from itnas.layout import random_name
 from itnas.space import sample_genotype, save_genotype
 
 log = logging.getLogger(__name__)

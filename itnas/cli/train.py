@@ -40,9 +40,10 @@ the TRAINING set, score it on the held-out rest of the training set (never the t
 keep the most accurate (ties go to the candidate listed first).
 
 The output folder gets selection.json (every candidate with its held-out accuracy, the winner, the
-epochs), genotype.json (a copy of the winner) and candidates/<genotype hash>/ (one resumable run
-folder per candidate: run the same command again after an interruption and finished candidates
-are not retrained). The training recipe is the one of `itnas train` (same config file)."""
+epochs, the --label, and winner_search_seed: the search seed of a winner named VARIANT-seedS),
+genotype.json (a copy of the winner) and candidates/<genotype hash>/ (one resumable run folder
+per candidate: run the same command again after an interruption and finished candidates are
+not retrained). The training recipe is the one of `itnas train` (same config file)."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -54,6 +55,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="a published genotype (DARTS_V1, DARTS_V2, ...) or a genotype JSON file")
     p.add_argument("--out", required=True, metavar="DIR",
                    help="run folder (created; resumed if it holds this run)")
+    p.add_argument("--label", metavar="NAME",
+                   help="what the run is filed under, recorded in metrics.json and tagged in MLflow: the "
+                        "workflow passes its folder's label (a variant, whose selected cell it trains, "
+                        "DARTS_V2 or randomK); default: the genotype's name")
     p.add_argument("--json", action="store_true", help="print the final metrics as JSON on stdout")
     p.set_defaults(func=run_train)
 
@@ -66,6 +71,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "named VARIANT-seedS)")
     add_run_args(s)
     s.add_argument("--out", required=True, metavar="DIR", help="selection folder (created; resumed)")
+    s.add_argument("--label", metavar="NAME",
+                   help="what is being selected, recorded in selection.json, naming the MLflow runs and "
+                        "the kept cell (NAME-selected): the workflow passes the variant, or random_search; "
+                        "default: the variant the candidates' names share")
     s.add_argument("--json", action="store_true", help="print selection.json on stdout at the end")
     s.set_defaults(func=run_select)
 
@@ -73,14 +82,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_train(args: argparse.Namespace) -> int:
     cfg, spec = prepare_training(args)  # every config and dataset error surfaces here, before any work
     genotype, label = resolve_genotype(args.genotype)
-    extra = ["--genotype", args.genotype, "--out", args.out] + (["--json"] if args.json else [])
+    extra = ["--genotype", args.genotype, "--out", args.out] + (["--label", args.label] if args.label else []) \
+        + (["--json"] if args.json else [])
     return _launch(args, cfg, "train", extra, lambda rt, ctx: _train(cfg, spec, genotype, label, args, rt, ctx))
 
 
 def run_select(args: argparse.Namespace) -> int:
     cfg, spec = prepare_training(args, "select")
     candidates = [resolve_genotype(g) for g in args.genotypes]
-    extra = ["--genotypes", *args.genotypes, "--out", args.out] + (["--json"] if args.json else [])
+    extra = ["--genotypes", *args.genotypes, "--out", args.out] + (["--label", args.label] if args.label else []) \
+        + (["--json"] if args.json else [])
     return _launch(args, cfg, "select", extra, lambda rt, ctx: _select(cfg, spec, candidates, args, rt, ctx))
 
 
@@ -110,11 +121,12 @@ def _train(cfg, spec, genotype, label, args, rt, ctx) -> dict:
     from itnas.train.loop import train
 
     data = load_data(spec.name, cfg, rt, args.seed)
-    return train(cfg, genotype, label, data, args.out, args.seed, rt, ctx)
+    return train(cfg, genotype, label, data, args.out, args.seed, rt, ctx,
+                 tags={"label": args.label} if args.label else None)
 
 
 def _select(cfg, spec, candidates, args, rt, ctx) -> dict:
     from itnas.train.select import holdout_data, select
 
     data = holdout_data(spec.name, cfg, rt, args.seed)
-    return select(cfg, candidates, data, args.out, args.seed, rt, ctx)
+    return select(cfg, candidates, data, args.out, args.seed, rt, ctx, label=args.label)

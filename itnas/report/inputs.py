@@ -10,14 +10,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from itnas.errors import UserError
-from itnas.genotypes import RANDOM_LABEL
+from itnas.layout import RANDOM_SEARCH, is_random
 from itnas.report.runs import Group
 from itnas.report.stats import difference_to_random
 from itnas.variants import NAMES as VARIANTS
 from itnas.variants import VARIANTS as REGISTRY
-from itnas.variants import describe_setting
+from itnas.variants import describe_setting, search_of
 
-# Trainings of random cells (`itnas sample`), labelled random0, random1, ... (genotypes.RANDOM_LABEL):
+# Trainings of random cells (`itnas sample`), labelled random0, random1, ... (layout.random_name):
 # one table row.
 RANDOM_NAME = "Random cells (same protocol)"
 
@@ -41,12 +41,34 @@ class Inputs:
         """The labels trained on `benchmark`, searched variants first; random cells are one row
         of their own (`random_cells`)."""
         dataset = self.roles.get(benchmark, benchmark)
-        labels = [label for (ds, label) in self.train if ds == dataset and not RANDOM_LABEL.match(label)]
+        labels = [label for (ds, label) in self.train if ds == dataset and not is_random(label)]
         return sorted(labels, key=label_order)
 
     def random_cells(self, benchmark: str) -> list[Group]:
         dataset = self.roles.get(benchmark, benchmark)
-        return [g for (ds, label), g in sorted(self.train.items()) if ds == dataset and RANDOM_LABEL.match(label)]
+        return [g for (ds, label), g in sorted(self.train.items()) if ds == dataset and is_random(label)]
+
+    def random_search_selection(self) -> dict[str, Any] | None:
+        """selection.json of random search under the same selection (`itnas select` over random
+        cells random0..random{N-1}), or None when the run has none."""
+        found = [sel for (_, label), sel in self.selections.items() if label == RANDOM_SEARCH]
+        return found[0] if found else None
+
+    def random_search_candidates(self) -> list[dict[str, Any]]:
+        """Random search's candidates as its selection scored them: each one's `genotype` (its label,
+        random0, ...) and `valid_top1_err` (held-out error after the short training)."""
+        return list((self.random_search_selection() or {}).get("candidates", []))
+
+    def random_search(self, benchmark: str) -> Group | None:
+        """The trainings on `benchmark` of random search's winner: the random cell its selection
+        chose, trained with the searched cells' recipe and seeds (the same runs as that random
+        cell's). None without a random-search selection or without the winner's trainings."""
+        selection = self.random_search_selection()
+        winner = (selection or {}).get("winner")
+        label = winner.get("genotype") if isinstance(winner, dict) else None
+        if not isinstance(label, str) or not is_random(label):
+            return None
+        return self.train_group(benchmark, label)
 
     def vs_random(self, benchmark: str, errors: Sequence[float] | None) -> tuple[float, float, float] | None:
         """A row's test errors against the random cells': the difference of the means and its
@@ -76,9 +98,15 @@ class Inputs:
 
     def tau_stability(self, variant: str) -> str:
         """Mean over the variant's searches of the kept edges / ops that change when the cell is
-        derived at each stability temperature instead of its own (metrics.json)."""
+        derived at each stability temperature instead of its own (metrics.json). A search records
+        it for its own variant's derivation only: a variant that derives otherwise from a shared
+        search (itnas, TIEP, from gumbel_transition's) gets '—', never the other rule's numbers."""
         group = self.search_group(variant)
-        reports = [r.metrics.get("genotype_stability") for r in group.runs.values()] if group else []
+        runs = list(group.runs.values()) if group else []
+        if variant in REGISTRY and any(r.metrics.get("method", REGISTRY[variant].derive_method)
+                                       != REGISTRY[variant].derive_method for r in runs):
+            return "—"
+        reports = [r.metrics.get("genotype_stability") for r in runs]
         reports = [r for r in reports if isinstance(r, dict) and r]
         if not reports:
             return "—"
@@ -91,8 +119,23 @@ class Inputs:
         return ", ".join(parts)
 
     def search_group(self, variant: str) -> Group | None:
-        matches = [g for (ds, v), g in self.search.items() if v == variant]
+        """The searches a variant's cells come from: its own, or the ones it shares with a variant
+        that searches alike (variants.search_of: itnas reads its cells from gumbel_transition's)."""
+        name = search_of(variant) if variant in REGISTRY else variant
+        matches = [g for (ds, v), g in self.search.items() if v == name]
         return matches[0] if matches else None
+
+    def sharing(self, variant: str) -> list[str]:
+        """The other variants of this run's tables whose cells come from the same searches."""
+        if variant not in REGISTRY:
+            return []
+        present = {label for _, label in self.train} | {label for _, label in self.selections}
+        return [v for v in VARIANTS if v != variant and v in present and search_of(v) == search_of(variant)]
+
+    def total_search_days(self) -> float | None:
+        """GPU-days of every search of the run, each counted once however many variants share it."""
+        hours = [h for g in self.search.values() for h in (g.optional("gpu_hours") or [])]
+        return sum(hours) / 24.0 if hours else None
 
     def search_cost_days(self, label: str) -> list[float] | None:
         group = self.search_group(label)
@@ -133,6 +176,16 @@ def published_row(spec: dict[str, Any], name: str | None) -> dict[str, Any] | No
 
 def paper_ref(row: dict[str, Any]) -> str:
     return f"paper [{row['ref']}]" if row.get("ref") not in (None, "") else "paper"
+
+
+RANDOM_SEARCH_NOTE = ("Random search (best of N, same selection): N random cells (N = the searches per variant) "
+                      "go through the same selection as a variant's searched cells (itnas select: short training, "
+                      "held-out error), and the winner is trained with the same recipe and seeds; its row is the "
+                      "field's fair baseline for the searched rows, which are the best of N searches too.")
+
+
+def random_search_name(n: int) -> str:
+    return f"Random search (best of {n}, same selection)"
 
 
 RANDOM_NOTE = ("Random cells (same protocol): cells drawn uniformly from the search space (itnas sample), "

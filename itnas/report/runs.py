@@ -1,11 +1,12 @@
 """Reading the workflow's run files for the tables: each search's and training's metrics.json,
 grouped by (dataset, label) over seeds, and each selection's selection.json.
 
-Inputs are the files the workflow writes (the layout is the contract):
+Inputs are the files the workflow writes, where itnas/layout.py puts them (the layout is the
+contract, and that module parses the paths back):
 
-    .../search/{dataset}/{variant}/seed{S}/metrics.json     one architecture search
+    .../search/{dataset}/{search}/seed{S}/metrics.json      one architecture search
     .../select/{dataset}/{variant}/selection.json           the cell chosen among the seeds
-    .../train/{dataset}/{genotype}/seed{S}/metrics.json     one evaluation training
+    .../train/{dataset}/{label}/seed{S}/metrics.json        one evaluation training
 
 Every seed must be there: a missing file is a one-line error naming it, never a mean over
 fewer seeds. Metrics that cannot be right (a misplaced file, an error outside 0-100 %) are
@@ -15,7 +16,6 @@ refused with the file's name.
 from __future__ import annotations
 
 import math
-import re
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -24,10 +24,7 @@ from typing import Any
 
 from itnas.errors import UserError
 from itnas.files import read_json
-from itnas.genotypes import selected_name
-
-_RUN = re.compile(r"(?:^|/)(search|train)/([^/]+)/([^/]+)/seed(-?\d+)/metrics\.json$")
-_SELECT = re.compile(r"(?:^|/)select/([^/]+)/([^/]+)/selection\.json$")
+from itnas.layout import parse_run_file, parse_selection_file
 
 
 @dataclass
@@ -79,26 +76,13 @@ def is_standin(dataset: str, metrics: dict[str, Any]) -> bool:
     return bool(metrics.get("standin")) or dataset.startswith("synthetic-")
 
 
-def parse_run_path(path: str | Path) -> tuple[str, str, str, int]:
-    text = Path(path).as_posix()
-    m = _RUN.search(text)
-    if not m:
-        raise UserError(f"{path}: not a run file of the workflow layout "
-                        "(expected .../search|train/DATASET/LABEL/seedN/metrics.json)")
-    return m.group(1), m.group(2), m.group(3), int(m.group(4))
-
-
-def run_path_like(example: Path, seed: int) -> Path:
-    """The path the same group's run of another seed has."""
-    return example.parent.parent / f"seed{seed}" / example.name
-
-
 def load_runs(paths: Iterable[str | Path], stage: str) -> dict[tuple[str, str], Group]:
     """Group metrics files by (dataset, label); every file must exist and parse."""
     groups: dict[tuple[str, str], Group] = {}
     for raw in paths:
         path = Path(raw)
-        kind, dataset, label, seed = parse_run_path(path)
+        where = parse_run_file(path)
+        kind, dataset, label, seed = where.stage, where.dataset, where.label, where.seed
         if kind != stage:
             raise UserError(f"{path}: a {kind} run given where {stage} runs were expected")
         if not path.is_file():
@@ -121,17 +105,15 @@ _COUNTS = ("params", "params_with_aux", "macs", "weights", "arch_params", "gpu_h
 def check_run(run: RunRecord) -> None:
     """Refuse, naming the file, metrics that cannot be right: a dataset, seed or label of its own
     that disagrees with the folder it sits in (a copied or misplaced file), an error rate or an
-    accuracy outside 0-100 %, a negative count or cost. Keys a file does not have pass."""
+    accuracy outside 0-100 %, a negative count or cost. Keys a file does not have pass. The label
+    has one form: a search records its `variant` (the search's name), a training its `label`
+    (`itnas train --label`, the folder's)."""
     m = run.metrics
-    label_key = "variant" if run.stage == "search" else "genotype"
+    label_key = "variant" if run.stage == "search" else "label"
     recorded = m.get(label_key, run.label)
-    # A trained variant records its selected cell's name (files written before names existed
-    # recorded the cell's path, .../VARIANT/genotype.json).
-    same_label = recorded == run.label or (run.stage == "train" and (
-        recorded == selected_name(run.label) or Path(str(recorded)).parent.name == run.label))
     mismatch = (f"dataset {m['dataset']!r}" if m.get("dataset", run.dataset) != run.dataset
                 else f"seed {m['seed']!r}" if m.get("seed", run.seed) != run.seed
-                else f"{label_key} {recorded!r}" if not same_label else None)
+                else f"{label_key} {recorded!r}" if recorded != run.label else None)
     if mismatch:
         raise UserError(f"{run.path}: records {mismatch} but sits in the folder of {run.stage} "
                         f"{run.dataset}/{run.label}/seed{run.seed} (a misplaced or copied file?)")
@@ -155,7 +137,7 @@ def check_complete(groups: dict[tuple[str, str], Group]) -> None:
             for seed in expected:
                 if seed not in group.runs:
                     example = next(iter(group.runs.values())).path
-                    missing = run_path_like(example, seed)
+                    missing = parse_run_file(example).with_seed(seed)
                     raise UserError(f"missing seed {seed} of {group.stage} {dataset}/{group.label}: "
                                     f"{missing} does not exist (other rows have seeds "
                                     f"{', '.join(map(str, expected))}; tables never average fewer seeds)")
@@ -165,35 +147,21 @@ def load_selections(paths: Iterable[str | Path]) -> dict[tuple[str, str], dict[s
     out = {}
     for raw in paths:
         path = Path(raw)
-        m = _SELECT.search(path.as_posix())
-        if not m:
-            raise UserError(f"{path}: not a selection file of the workflow layout "
-                            "(expected .../select/DATASET/VARIANT/selection.json)")
+        dataset, name = parse_selection_file(path)
         if not path.is_file():
             raise UserError(f"missing selection {path}")
         data = read_json(path, "selection file")
-        out[(m.group(1), m.group(2))] = data if isinstance(data, dict) else {}
+        if not isinstance(data, dict):
+            raise UserError(f"{path}: expected a JSON object (itnas select's selection.json)")
+        if data.get("label") not in (None, name):
+            raise UserError(f"{path}: records label {data['label']!r} but sits in the folder of selection "
+                            f"{dataset}/{name} (a misplaced or copied file?)")
+        out[(dataset, name)] = data
     return out
 
 
 def selected_seed(selection: dict[str, Any] | None) -> str:
-    """The winning search seed recorded by `itnas select`, as text (best effort)."""
-    if not selection:
-        return ""
-    for key in ("winner_seed", "selected_seed", "seed_selected"):
-        if key in selection:
-            return str(selection[key])
-    winner = selection.get("winner", selection.get("selected"))
-    if isinstance(winner, dict):
-        for key in ("seed", "label", "genotype", "name"):
-            if key in winner:
-                return _seed_text(winner[key])
-    if isinstance(winner, (str, int)):
-        return _seed_text(winner)
-    return ""
-
-
-def _seed_text(value: Any) -> str:
-    m = re.search(r"seed(-?\d+)", str(value))
-    return m.group(1) if m else str(value)
-
+    """The search seed of the cell `itnas select` kept (its `winner_search_seed`), as text; '' when
+    the selection records none (a winner that came from no search, or no selection)."""
+    seed = (selection or {}).get("winner_search_seed")
+    return "" if seed is None else str(seed)

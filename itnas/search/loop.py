@@ -26,7 +26,7 @@ from itnas.data.gpu_pipeline import use_device_pipeline
 from itnas.data.registry import get_spec
 from itnas.errors import UserError
 from itnas.formats import ARCH_STATE_FORMAT, save_arch_state, validate_arch_state
-from itnas.genotypes import searched_name
+from itnas.layout import searched_name
 from itnas.run import Run, StepClock, check_finite
 from itnas.runtime import (
     Runtime,

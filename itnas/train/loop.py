@@ -310,7 +310,8 @@ def train(cfg: dict, genotype: Genotype, label: str, data: TrainData, out: str |
 
     `label` names the cell (a published name, or the `name` of its genotype file) in
     genotype.json, metrics.json and the MLflow run, which `run_name` and `tags` may name and tag
-    otherwise. `rt` is the config's runtime block resolved (done here when not given);
+    otherwise; `tags["label"]` (default `label`) is what the run is filed under, recorded as
+    metrics.json's `label`. `rt` is the config's runtime block resolved (done here when not given);
     `eval_name` prefixes the evaluation keys: `test` for `itnas train`, `valid` when the
     evaluation set is a held-out part of the training set (`itnas select`).
     """
@@ -364,6 +365,7 @@ def train(cfg: dict, genotype: Genotype, label: str, data: TrainData, out: str |
         peak = dist_mod.all_reduce_max(float(peak_memory_bytes(rt.device)), ctx, rt.device)
         if ctx.is_main:
             metrics["peak_memory_bytes"] = int(peak)
+            metrics["label"] = tags["label"]  # what the run is filed under (`itnas train --label`)
             save_weights(run.path / "model.pt", trainer.model.state_dict())
             run.finish(metrics, artifacts=("genotype.json",), results=RESULTS, settings=SETTINGS)
             log.info("%s done: %s", stage, _final_line(metrics, eval_name))

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ from itnas.data.loaders import KeyedSubset, build_dataset, split_indices, subset
 from itnas.data.registry import get_spec
 from itnas.errors import UserError
 from itnas.files import write_json
-from itnas.genotypes import searched_origin, selected_name
+from itnas.layout import parse_searched_name, selected_name
 from itnas.runtime import Runtime, resolve_runtime
 from itnas.space import Genotype, save_genotype
 from itnas.train.batches import TrainData, limit, make_data
@@ -65,59 +64,67 @@ def score_candidate(cfg: dict, genotype: Genotype, label: str, data: TrainData, 
             "params": metrics.get("params")}
 
 
+def search_seed(label: str) -> int | None:
+    """The search seed a candidate came from, by its name (VARIANT-seedS); None for other cells."""
+    origin = parse_searched_name(label)
+    return origin[1] if origin else None
+
+
 def select(cfg: dict, candidates: list[tuple[Genotype, str]], data: TrainData, out: str | Path, seed: int,
-           rt: Runtime | None = None, ctx: DistContext | None = None) -> dict[str, Any]:
-    """Score every candidate and write `out/selection.json` and `out/genotype.json` (the winner)."""
+           rt: Runtime | None = None, ctx: DistContext | None = None, label: str | None = None) -> dict[str, Any]:
+    """Score every candidate and write `out/selection.json` and `out/genotype.json` (the winner).
+    `label` is what is being selected (a variant, or random_search): it names the MLflow runs and
+    the kept cell; by default the variant all candidates' names share."""
     ctx = ctx or DistContext()
     rt = rt or resolve_runtime(cfg["runtime"], "train", distributed=ctx.enabled)
     out = Path(out)
     ccfg = candidate_config(cfg)
-    # The variant: the workflow's label, else the one all candidates' names share.
-    found = {searched_origin(label)[0] for _, label in candidates}
-    variant = os.environ.get("ITNAS_LABEL") or (found.pop() if len(found) == 1 else None)
+    found = {(parse_searched_name(name) or (None,))[0] for _, name in candidates}
+    variant = label or (found.pop() if len(found) == 1 else None)
     # Equal genotypes (two seeds that found the same cell) are trained once, under the first label.
     seeds_of: dict[str, list[str]] = {}
-    for genotype, label in candidates:
+    for genotype, name in candidates:
         seeds_of.setdefault(genotype.hash(), [])
-        search_seed = searched_origin(label)[1]
-        if search_seed is not None:
-            seeds_of[genotype.hash()].append(search_seed)
+        if search_seed(name) is not None:
+            seeds_of[genotype.hash()].append(str(search_seed(name)))
     tags = {"stage": "select", "dataset": data.dataset, "benchmark": data.benchmark, "seed": str(seed),
-            "standin": str(data.standin).lower(), **({"variant": variant} if variant else {})}
+            "standin": str(data.standin).lower(), **({"variant": variant, "label": variant} if variant else {})}
     if ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
         parent = tracking.start_run(
             "select", f"select {variant or 'cells'} {data.dataset}",
-            {**flatten(ccfg), "seed": seed, "candidates": [label for _, label in candidates]}, tags, folder=out)
+            {**flatten(ccfg), "seed": seed, "candidates": [name for _, name in candidates]}, tags, folder=out)
     else:
         parent = contextlib.nullcontext(tracking.NullRun())
     with parent as run:
         rows, seen = [], {}
-        for genotype, label in candidates:
+        for genotype, cell in candidates:
             key = genotype.hash()
             if key not in seen:
                 if ctx.is_main:
-                    log.info("candidate %d/%d: %s [%s], %d epochs", len(seen) + 1, len(candidates), label, key,
+                    log.info("candidate %d/%d: %s [%s], %d epochs", len(seen) + 1, len(candidates), cell, key,
                              ccfg["epochs"])
                 search_seeds = seeds_of[key]
-                name = f"candidate-seed{search_seeds[0]}" if search_seeds else f"candidate {label}"
-                child_tags = {**tags, "candidate": label,
+                name = f"candidate-seed{search_seeds[0]}" if search_seeds else f"candidate {cell}"
+                child_tags = {**tags, "candidate": cell,
                               **({"search_seed": ",".join(search_seeds)} if search_seeds else {}),
                               **({"mlflow.parentRunId": run.run_id} if run.run_id else {})}
-                seen[key] = score_candidate(ccfg, genotype, label, data, out / "candidates" / key, seed, rt, ctx,
+                seen[key] = score_candidate(ccfg, genotype, cell, data, out / "candidates" / key, seed, rt, ctx,
                                             run_name=f"select {variant or 'cells'} {name}", tags=child_tags)
-            rows.append({"genotype": label, "hash": key, "run": f"candidates/{key}", **seen[key]})
+            rows.append({"genotype": cell, "hash": key, "run": f"candidates/{key}", **seen[key]})
         if not ctx.is_main:
             return {}
         # max() keeps the first of equal scores, so ties go to the candidate listed first.
         best = max(range(len(rows)), key=lambda i: rows[i]["valid_top1_acc"])
         winner = rows[best]
         result = {
-            "dataset": data.dataset, "standin": data.standin, "seed": seed, "epochs": ccfg["epochs"],
+            "label": variant, "dataset": data.dataset, "standin": data.standin, "seed": seed, "epochs": ccfg["epochs"],
             "train_portion": cfg["selection"]["train_portion"], "train_size": len(data.train),
             "holdout_size": len(data.evaluation),
             "scored_on": "held-out part of the training set (top-1 accuracy, %)",
             "candidates": rows, "winner": winner,
+            # the search seed of the winning cell (VARIANT-seedS), what the tables show; null for other cells
+            "winner_search_seed": search_seed(winner["genotype"]),
         }
         write_json(out / "selection.json", result)
         name = selected_name(variant) if variant else f"selected-{winner['genotype']}"

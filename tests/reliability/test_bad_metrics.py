@@ -30,7 +30,7 @@ def _runs(root: Path, search: dict | None = None, train: dict | None = None) -> 
                       "val_acc": 88.0, "train_acc": 90.0, "weights": 1_900_000, "arch_params": 2_000}
     train_metrics = {"test_top1_err": 2.5, "test_top5_err": 0.1, "params": 3_300_000, "macs": 528_000_000,
                      "dataset": "cifar10", "seed": 0, "gpu_hours": 30.0,
-                     "genotype": str(root / "select" / "cifar10" / "itnas" / "genotype.json")}
+                     "label": "itnas", "genotype": "itnas-selected"}
     return ["--search", _write(s, {**search_metrics, **(search or {})}),
             "--train", _write(t, {**train_metrics, **(train or {})})]
 
@@ -61,9 +61,10 @@ IMPOSSIBLE = {
     "search of another variant": ({"variant": "darts"}, {}, "records variant 'darts'"),
     "training of another dataset": ({}, {"dataset": "svhn"}, "records dataset 'svhn'"),
     "training of another seed": ({}, {"seed": 1}, "records seed 1"),
-    "training of another cell": ({}, {"genotype": "DARTS_V2"}, "records genotype 'DARTS_V2'"),
-    "training of another variant's cell": ({}, {"genotype": "results/select/cifar10/darts/genotype.json"},
-                                           "records genotype 'results/select/cifar10/darts/genotype.json'"),
+    "training of another cell": ({}, {"label": "DARTS_V2"}, "records label 'DARTS_V2'"),
+    "training of another variant's cell": ({}, {"label": "darts"}, "records label 'darts'"),
+    # one form per record: the label a training was filed under, never its cell's name in its place
+    "training labelled by its cell's name": ({}, {"label": "itnas-selected"}, "records label 'itnas-selected'"),
 }
 
 

@@ -18,9 +18,12 @@ import pytest
 from itnas.cli import main
 from itnas.errors import UserError
 from itnas.report import inputs, render, tables
+from itnas.variants import search_of
 
 REPO = Path(__file__).resolve().parents[2]
 PUBLISHED = REPO / "config" / "paper" / "published.yaml"
+# The searches the workflow runs: variants that search alike share one (itnas -> gumbel_transition).
+SEARCHES = list(dict.fromkeys(search_of(v) for v in inputs.VARIANTS))
 
 
 def _write(path: Path, obj: dict) -> str:
@@ -45,9 +48,9 @@ def _train(root: Path, dataset: str, label: str, seed: int, err: float, standin:
 
 def _selection(root: Path, dataset: str, variant: str, winner_seed: int, held_out=(9.0, 10.0)) -> str:
     path = root / "select" / dataset / variant / "selection.json"
-    candidates = [{"genotype": f"{variant} seed{k}", "valid_top1_err": e} for k, e in enumerate(held_out)]
-    return _write(path, {"winner": {"genotype": f"results/derive/{dataset}/{variant}/seed{winner_seed}/genotype.json",
-                                    "accuracy": 90.0}, "candidates": candidates})
+    candidates = [{"genotype": f"{variant}-seed{k}", "valid_top1_err": e} for k, e in enumerate(held_out)]
+    return _write(path, {"label": variant, "winner": {"genotype": f"{variant}-seed{winner_seed}", "accuracy": 90.0},
+                         "candidates": candidates, "winner_search_seed": winner_seed})
 
 
 @pytest.fixture
@@ -57,9 +60,10 @@ def runs(tmp_path):
     ds = {"cifar10": "cifar10", "cifar100": "cifar100", "cinic10": "cinic10", "svhn": "svhn",
           "imagenet": "imagenet"}
     search, train, select = [], [], []
-    for v in inputs.VARIANTS:
+    for v in SEARCHES:
         for s in (0, 1):
             search.append(_search(root, "cifar10", v, s, gpu_hours=7.2 + s, standin=False))
+    for v in inputs.VARIANTS:
         select.append(_selection(root, "cifar10", v, 1))
     errs = {"darts": [2.9, 3.1], "gumbel": [2.8, 2.7], "gumbel_transition": [2.6, 2.5],
             "itnas": [2.4, 2.5], "DARTS_V1": [3.0, 3.1], "DARTS_V2": [2.8, 2.7]}
@@ -138,7 +142,7 @@ def test_a_run_without_the_error_metric_is_refused(runs):
 
 def test_stand_in_runs_are_labelled_in_every_title(tmp_path):
     root = tmp_path / "results"
-    search = [_search(root, "synthetic-cifar10", "itnas", s, 0.0, True) for s in (0, 1)]
+    search = [_search(root, "synthetic-cifar10", "gumbel_transition", s, 0.0, True) for s in (0, 1)]
     train = [_train(root, f"synthetic-{b}", "itnas", s, 50.0, True)
              for b in ("cifar10", "cifar100", "cinic10", "svhn", "imagenet") for s in (0, 1)]
     built = tables.build(PUBLISHED, search, train, [])
@@ -155,6 +159,53 @@ def test_variants_not_run_say_so_in_the_ablation(runs):
     search = [p for p in runs["search"] if "/gumbel/" not in p]
     t2 = tables.build(PUBLISHED, search, train, [], tables=["table2"])[0]
     assert {row[0]: row for row in t2.rows}["Gumbel only (gumbel)"][6] == "not run"
+
+
+def test_variants_that_search_alike_show_one_shared_search_counted_once(runs):
+    t1, t2 = tables.build(PUBLISHED, runs["search"], runs["train"], runs["select"], tables=["table1", "table2"])
+    abl = {row[0]: row for row in t2.rows}
+    col = t2.headers.index("Search")
+    assert abl["Gumbel + Transition + TIEP (ITNAS) (itnas)"][col] == "gumbel_transition (shared with gumbel_transition)"
+    assert abl["Gumbel + Transition (gumbel_transition)"][col] == "gumbel_transition (shared with itnas)"
+    assert abl["Gumbel only (gumbel)"][col] == "gumbel"
+    # Table 1's search cost stays per variant: both rows cost those same searches
+    cost = t1.headers.index("Search cost (GPU-days)")
+    assert _by_name(t1)["ITNAS (our search)"][cost] == _by_name(t1)["Gumbel + Transition (our search)"][cost]
+    # every search counted once: 4 searches of 5 variants, each 7.2 + 8.2 GPU-hours over its seeds
+    assert len(SEARCHES) == len(inputs.VARIANTS) - 1
+    assert f"{4 * (7.2 + 8.2) / 24:.3f} GPU-days" in " ".join(t2.notes)
+
+
+def test_a_shared_search_s_stability_is_not_shown_for_the_variant_that_derives_otherwise(tmp_path):
+    root = tmp_path / "results"
+    search = [_write(root / "search" / "cifar10" / "gumbel_transition" / f"seed{s}" / "metrics.json",
+                     {"variant": "gumbel_transition", "seed": s, "method": "darts", "gpu_hours": 1.0,
+                      "genotype_stability": {"1": {"edges": 1, "ops": 2}}}) for s in (0, 1)]
+    train = [_train(root, "cifar10", v, s, 2.5, standin=False) for v in ("gumbel_transition", "itnas") for s in (0, 1)]
+    t2 = tables.build(PUBLISHED, search, train, [], tables=["table2"])[0]
+    abl = {row[0]: row for row in t2.rows}
+    col = t2.headers.index("Cell changes with τ (edges/ops)")
+    assert abl["Gumbel + Transition (gumbel_transition)"][col] == "1: 1/2"
+    assert abl["Gumbel + Transition + TIEP (ITNAS) (itnas)"][col] == "—"
+
+
+def test_table2_shows_the_search_seed_the_selection_recorded_and_nothing_else(runs):
+    abl = tables.build(PUBLISHED, runs["search"], runs["train"], runs["select"], tables=["table2"])[0]
+    col = abl.headers.index("Selected seed")
+    assert {row[0]: row[col] for row in abl.rows}["Gumbel only (gumbel)"] == "1"
+    path = Path(next(p for p in runs["select"] if "/gumbel/" in p))
+    data = json.loads(path.read_text())
+    del data["winner_search_seed"]  # the winner's name still says seed1, but it is not the record
+    path.write_text(json.dumps(data))
+    abl = tables.build(PUBLISHED, runs["search"], runs["train"], runs["select"], tables=["table2"])[0]
+    assert {row[0]: row[col] for row in abl.rows}["Gumbel only (gumbel)"] == "—"
+
+
+def test_a_selection_filed_under_another_label_is_refused(runs):
+    path = Path(next(p for p in runs["select"] if "/gumbel/" in p))
+    path.write_text(json.dumps({**json.loads(path.read_text()), "label": "darts"}))
+    with pytest.raises(UserError, match="records label 'darts' but sits in the folder of selection cifar10/gumbel"):
+        tables.build(PUBLISHED, runs["search"], runs["train"], runs["select"])
 
 
 def test_the_command_writes_markdown_csv_latex_and_html(runs, tmp_path):
@@ -177,7 +228,7 @@ def test_the_command_writes_markdown_csv_latex_and_html(runs, tmp_path):
 def _written(runs, tmp_path, standin: bool = False) -> tuple[Path, list[render.Table]]:
     if standin:
         root = tmp_path / "standin"
-        search = [_search(root, "synthetic-cifar10", v, s, 0.05, True) for v in inputs.VARIANTS for s in (0, 1)]
+        search = [_search(root, "synthetic-cifar10", v, s, 0.05, True) for v in SEARCHES for s in (0, 1)]
         train = [_train(root, f"synthetic-{b}", "itnas", s, 50.0, True, macs=183_000)
                  for b in ("cifar10", "cifar100", "cinic10", "svhn", "imagenet") for s in (0, 1)]
         built = tables.build(PUBLISHED, search, train, [])
@@ -325,6 +376,31 @@ def test_random_cells_are_one_row_and_every_row_gets_its_difference_to_them(with
     frame = pd.read_csv(out / "table1.csv")
     itnas = frame[frame["label"] == "itnas"].iloc[0]
     assert itnas["diff_random"] == pytest.approx(diff) and itnas["diff_random_low"] == pytest.approx(low)
+
+
+def test_the_random_search_row_trains_the_winner_of_its_selection(with_random, tmp_path):
+    """Random search under the same selection: the selection over random0/random1 picks random1,
+    and the row's numbers are random1's trainings (3.3, 3.1), not random0's nor all cells'."""
+    path = _write(with_random["root"] / "select" / "cifar10" / "random_search" / "selection.json",
+                  {"label": "random_search", "winner": {"genotype": "random1", "valid_top1_err": 15.0},
+                   "candidates": [{"genotype": "random0", "valid_top1_err": 20.0},
+                                  {"genotype": "random1", "valid_top1_err": 15.0}]})
+    t1, t2 = tables.build(PUBLISHED, with_random["search"], with_random["train"], with_random["select"] + [path],
+                          tables=["table1", "table2"])
+    name = "Random search (best of 2, same selection)"
+    row = _by_name(t1)[name]
+    assert row[2] == f"{statistics.fmean([3.3, 3.1]):.2f} ± {statistics.stdev([3.3, 3.1]):.2f}" and row[3] == "2"
+    assert _by_name(t1)[inputs.RANDOM_NAME][3] == "2 × 2"  # the random cells' row is unchanged
+    abl = _by_name(t2)[name]
+    assert abl[t2.headers.index("Our error (%)")] == row[2]
+    assert abl[t2.headers.index("Selected seed")] == "random1" and abl[t2.headers.index("Searches")] == "2"
+    assert abl[t2.headers.index("Searched cells, held-out error (%)")].startswith("17.50 ± ")
+    inp_group = tables.Inputs(tables.load_published(PUBLISHED), {}, tables.load_runs(with_random["train"], "train"),
+                              tables.load_selections([path]), {"cifar10": "cifar10"}).random_search("cifar10")
+    assert inp_group.label == "random1" and inp_group.values("test_top1_err") == [3.3, 3.1]
+    # without the selection, no row: the random cells alone are not a random search
+    t1 = tables.build(PUBLISHED, with_random["search"], with_random["train"], with_random["select"], tables=["table1"])[0]
+    assert name not in _by_name(t1)
 
 
 def test_the_bootstrap_interval_is_exact_without_spread_and_covers_zero_between_equals():

@@ -237,7 +237,8 @@ def one_run_per_gpu_rule(smoke: dict) -> dict:
     search_set = [("epochs=1" if item.startswith("epochs=") else item) for item in smoke["search"]["set"]]
     empty = {"cells": [], "baselines": [], "seeds": [0]}
     return {"search": {"variants": ["itnas"], "seeds": [0], "set": search_set},
-            "evaluate": {"cifar10": {"cells": ["itnas"], "baselines": [], "random": 0, "seeds": [0]},
+            "evaluate": {"cifar10": {"cells": ["itnas"], "baselines": [], "random": 0, "random_search": False,
+                                     "seeds": [0]},
                          "cifar100": empty, "cinic10": empty, "svhn": empty,
                          "imagenet": {"cells": [], "baselines": ["DARTS_V2"], "seeds": [0]}}}
 

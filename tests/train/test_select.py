@@ -38,6 +38,28 @@ def test_selection_picks_the_genotype_with_the_higher_held_out_accuracy(tmp_path
     assert select(cfg, candidates, tensor_data(), tmp_path / "again", 0)["winner"]["genotype"] == "DARTS_V2"
 
 
+def test_the_selection_records_its_label_and_the_winner_s_search_seed_in_one_key(tmp_path, monkeypatch):
+    scores = {"itnas-seed0": 60.0, "itnas-seed3": 70.0, "random1": 80.0}
+    monkeypatch.setattr(select_mod, "score_candidate",
+                        lambda cfg, g, label, *a, **k: {"valid_top1_acc": scores[label],
+                                                        "valid_top1_err": 100 - scores[label]})
+    monkeypatch.setenv("ITNAS_LABEL", "gumbel")  # the environment carries no label any more
+    cfg = tiny_config("selection.epochs=1")
+    searched = [(lookup("DARTS_V2"), "itnas-seed0"), (lookup("DARTS_V1"), "itnas-seed3")]
+    result = select(cfg, searched, tensor_data(), tmp_path / "a", seed=0)
+    on_disk = json.loads((tmp_path / "a" / "selection.json").read_text())
+    assert on_disk["winner_search_seed"] == 3 and on_disk["label"] == "itnas" == result["label"]
+    assert json.loads((tmp_path / "a" / "genotype.json").read_text())["name"] == "itnas-selected"
+    # random search: the label is given, and a random winner came from no search
+    cells = [(lookup("DARTS_V2"), "random0"), (lookup("DARTS_V1"), "random1")]
+    scores["random0"] = 10.0
+    select(cfg, cells, tensor_data(), tmp_path / "r", seed=0, label="random_search")
+    on_disk = json.loads((tmp_path / "r" / "selection.json").read_text())
+    assert on_disk["label"] == "random_search" and on_disk["winner"]["genotype"] == "random1"
+    assert on_disk["winner_search_seed"] is None
+    assert json.loads((tmp_path / "r" / "genotype.json").read_text())["name"] == "random_search-selected"
+
+
 def test_selection_trains_each_candidate_in_its_own_resumable_folder(tmp_path, monkeypatch):
     cfg = tiny_config("selection.epochs=1")
     candidates = [(lookup("DARTS_V2"), "DARTS_V2"), (lookup("DARTS_V1"), "DARTS_V1")]

@@ -14,27 +14,29 @@ from tests.workflow.conftest import REPO, SMOKE, copy_workflow, planned_jobs, sn
 
 PAPER_JOBS = {
     "data_fetch": 5,        # cifar10, cifar100, cinic10, svhn, imagenet
-    "search": 16,           # 4 variants x 4 seeds
-    "derive": 16,
+    "search": 12,           # 3 search settings x 4 seeds: itnas derives from gumbel_transition's searches
+    "derive": 16,           # 4 variants x 4 seeds
     "select": 4,            # one per variant
+    "select_random": 1,     # random search: the best of 4 random cells by the same selection
     "sample": 4,            # random cells
     "train": 58,            # CIFAR-10 (6 genotypes + 4 random) x 4 seeds + 3 datasets x 3 genotypes x 2 seeds
     "train_imagenet": 2,    # ITNAS and DARTS_V2, one seed
     "gpu_check": 1,         # the canary before them
     "plot_cell": 4,
-    "plot_search": 4,
+    "plot_search": 3,       # one per search setting
     "tables": 1,
     "all": 1,
 }
 SMOKE_JOBS = {
-    "data_fetch": 5, "search": 8, "derive": 8, "select": 4, "sample": 2,
+    "data_fetch": 5, "search": 6, "derive": 8, "select": 4, "select_random": 1, "sample": 2,
     "train": 16 + 3 * 2,  # CIFAR-10 (6 genotypes + 2 random) x 2 seeds; CIFAR-100, CINIC-10, SVHN ITNAS x 2 seeds
-    "train_imagenet": 2, "plot_cell": 4, "plot_search": 4, "tables": 1, "all": 1,
+    "train_imagenet": 2, "plot_cell": 4, "plot_search": 3, "tables": 1, "all": 1,
     "gpu_check": 1,  # the canary before the ImageNet trainings
 }
 PROFILES = [REPO / "profiles" / "default" / "config.yaml", REPO / "profiles" / "slurm" / "config.yaml"]
 # The config keys of `threads:` and `resources:` that stand for other rule names.
-CONFIG_KEY_RULES = {"data": ["data_fetch"], "derive": ["derive", "sample"], "plot": ["plot_cell", "plot_search"]}
+CONFIG_KEY_RULES = {"data": ["data_fetch"], "derive": ["derive", "sample"], "plot": ["plot_cell", "plot_search"],
+                    "select": ["select", "select_random"]}
 
 
 @pytest.fixture(scope="module")
@@ -74,10 +76,80 @@ def test_every_ablation_variant_and_seed_has_its_own_paths(workdir):
     out = snakemake(workdir, "-n", "-p").stdout
     for variant in ("darts", "gumbel", "gumbel_transition", "itnas"):
         for seed in range(4):
-            assert f"results/search/cifar10/{variant}/seed{seed}/metrics.json" in out
+            assert f"results/derive/cifar10/{variant}/seed{seed}/genotype.json" in out
         assert f"results/select/cifar10/{variant}/genotype.json" in out
+    for search in ("darts", "gumbel", "gumbel_transition"):
+        for seed in range(4):
+            assert f"results/search/cifar10/{search}/seed{seed}/metrics.json" in out
     assert "results/train/imagenet/itnas/seed0/metrics.json" in out
     assert "results/train/svhn/DARTS_V1/seed1/metrics.json" in out
+
+
+def _jobs(out: str, rule: str) -> list[dict[str, str]]:
+    """The jobs of `rule` in a dry run's -p output, as {field: value} (input, output, Shell command...)."""
+    jobs = []
+    for block in out.split("\nrule ")[1:]:
+        name, _, body = block.partition(":\n")
+        if name == rule:
+            jobs.append(dict(re.findall(r"^\s*([A-Za-z ]+): (.*)$", body, re.M)))
+    return jobs
+
+
+def test_variants_that_search_alike_share_one_search_and_derive_two_cells_from_it(workdir):
+    """itnas and gumbel_transition differ only in the derivation: one search per seed, two cells."""
+    out = snakemake(workdir, "-n", "-p").stdout
+    searches = _jobs(out, "search")
+    assert len(searches) == 12
+    assert not any("/search/cifar10/itnas/" in job["output"] for job in searches)
+    shared = [job for job in searches if "/search/cifar10/gumbel_transition/seed0/" in job["output"]]
+    assert len(shared) == 1 and "--variant gumbel_transition" in shared[0]["Shell command"]
+    derives = {job["output"]: job for job in _jobs(out, "derive")}
+    for seed in range(4):
+        state = f"results/search/cifar10/gumbel_transition/seed{seed}/arch_state.json"
+        itnas = derives[f"results/derive/cifar10/itnas/seed{seed}/genotype.json"]
+        plain = derives[f"results/derive/cifar10/gumbel_transition/seed{seed}/genotype.json"]
+        assert itnas["input"] == plain["input"] == state
+        assert "--method tiep" in itnas["Shell command"] and f"--name itnas-seed{seed}" in itnas["Shell command"]
+        assert "--method darts" in plain["Shell command"]
+    # the tables read each search once; nothing reads a search's own genotype.json
+    [tables] = _jobs(out, "tables")
+    assert tables["input"].count("/search/cifar10/gumbel_transition/seed0/metrics.json") == 1
+    assert "/search/" not in " ".join(j["input"] for r in ("select", "train", "plot_cell") for j in _jobs(out, r))
+
+
+def test_a_variant_searched_alone_still_gets_its_shared_search(tmp_path):
+    workdir = copy_workflow(tmp_path / "itnas")
+    path = _overlay(workdir, "alone.yaml", {"search": {"variants": ["itnas"], "seeds": [0, 1]},
+                                            "evaluate": {"cifar10": {"cells": ["itnas"], "seeds": [0]}}})
+    out = snakemake(workdir, "-n", "-p", "--configfile", SMOKE, path).stdout
+    assert sorted(j["output"].split(", ")[0] for j in _jobs(out, "search")) == [
+        f"results/smoke/search/synthetic-cifar10/gumbel_transition/seed{s}/arch_state.json" for s in (0, 1)]
+    assert sorted(j["input"] for j in _jobs(out, "derive")) == [
+        f"results/smoke/search/synthetic-cifar10/gumbel_transition/seed{s}/arch_state.json" for s in (0, 1)]
+
+
+def test_random_search_selects_among_the_first_n_random_cells_and_reuses_their_trainings(workdir):
+    out = snakemake(workdir, "-n", "-p").stdout
+    [job] = _jobs(out, "select_random")
+    cells = [f"results/random/cell{k}/genotype.json" for k in range(4)]  # N = 4 search seeds
+    assert job["input"].split(", ")[2:] == cells
+    assert "--genotypes " + " ".join(cells) in job["Shell command"]
+    assert job["output"].startswith("results/select/cifar10/random_search/selection.json")
+    [tables] = _jobs(out, "tables")
+    assert "results/select/cifar10/random_search/selection.json" in tables["input"]
+    # random: 4 >= N: the winner's trainings are the random cells' own, nothing extra (PAPER_JOBS)
+
+
+def test_random_search_trains_its_n_candidates_when_fewer_random_cells_are_asked_for(tmp_path):
+    workdir = copy_workflow(tmp_path / "itnas")
+    fewer = _overlay(workdir, "fewer.yaml", {"evaluate": {"cifar10": {"random": 1}}})
+    jobs = planned_jobs(workdir, "--configfile", fewer)
+    assert jobs["sample"] == 4 and jobs["select_random"] == 1
+    assert jobs["train"] == PAPER_JOBS["train"]  # cells 0..3 on 4 seeds, as with random: 4
+    off = _overlay(workdir, "off.yaml", {"evaluate": {"cifar10": {"random": 1, "random_search": False}}})
+    jobs = planned_jobs(workdir, "--configfile", off)
+    assert "select_random" not in jobs and jobs["sample"] == 1
+    assert jobs["train"] == PAPER_JOBS["train"] - 3 * 4
 
 
 def test_imagenet_trainings_wait_for_the_gpu_canary_with_their_gpus(workdir):

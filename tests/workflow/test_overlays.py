@@ -125,7 +125,7 @@ def _commands(workdir, overlay: str) -> dict[str, list[str]]:
 
 def test_the_validation_study_searches_every_variant_and_trains_random_cells_beside_them(workdir):
     jobs = planned_jobs(workdir, "--configfile", "config/validate.yaml")
-    assert jobs["search"] == 8 and jobs["select"] == 4  # 4 variants x 2 seeds
+    assert jobs["search"] == 6 and jobs["select"] == 4  # 3 search settings x 2 seeds; 4 variants
     assert jobs["sample"] == 4 and jobs["train"] == (4 + 4 + 1) * 2  # selected + random + DARTS_V2, 2 seeds
     assert "train_imagenet" not in jobs and jobs["data_fetch"] == 1  # the CIFAR-10 stand-in only
     commands = _commands(workdir, "config/validate.yaml")

@@ -21,6 +21,7 @@ from tests.workflow.conftest import BIN, REPO, SMOKE, planned_jobs, snakemake
 pytestmark = pytest.mark.slow
 
 VARIANTS = ["darts", "gumbel", "gumbel_transition", "itnas"]
+SEARCHES = ["darts", "gumbel", "gumbel_transition"]  # itnas derives its cells from gumbel_transition's searches
 STANDIN = "STAND-IN DATA — not comparable to the paper"
 
 
@@ -45,7 +46,7 @@ def test_every_table_is_written_in_every_format_and_says_stand_in(smoke_run):
 def test_table1_holds_every_cifar10_genotype_over_two_seeds(smoke_run):
     _, rows = _csv(smoke_run.results / "tables" / "table1.csv")
     ours = {r["label"]: r for r in rows if r["source"] == "reproduced"}
-    assert set(ours) == set(VARIANTS) | {"DARTS_V1", "DARTS_V2", "random"}  # 2 random cells: one row
+    assert set(ours) == set(VARIANTS) | {"DARTS_V1", "DARTS_V2", "random", "random_search"}  # 2 random cells: one row
     for label, row in ours.items():
         assert row["n_seeds"] == ("4" if label == "random" else "2") and row["seeds"] == "0 1", label
         assert row["dataset"] == "synthetic-cifar10"
@@ -60,13 +61,27 @@ def test_table1_holds_every_cifar10_genotype_over_two_seeds(smoke_run):
 
 def test_table2_is_the_ablation_over_the_four_variants(smoke_run):
     _, rows = _csv(smoke_run.results / "tables" / "table2.csv")
-    assert [r["variant"] for r in rows] == [*VARIANTS, "random"]  # darts_2nd not searched: no row
-    rows = rows[:-1]
+    assert [r["variant"] for r in rows] == [*VARIANTS, "random_search", "random"]  # darts_2nd not searched: no row
+    best = rows[-2]  # random search: the best of 2 random cells (2 search seeds) by the same selection
+    assert best["n_searches"] == "2" and best["n_searched"] == "2" and best["selected_seed"] in ("random0", "random1")
+    winner = json.loads((smoke_run.results / "select" / "synthetic-cifar10" / "random_search" / "selection.json").read_text())
+    assert winner["winner"]["genotype"] == best["selected_seed"]
+    _, t1 = _csv(smoke_run.results / "tables" / "table1.csv")
+    trained = [json.loads((smoke_run.results / "train" / "synthetic-cifar10" / best["selected_seed"] / f"seed{s}" /
+                           "metrics.json").read_text())["test_top1_err"] for s in (0, 1)]
+    assert float(best["error_mean"]) == pytest.approx(sum(trained) / 2)
+    assert [float(r["error_mean"]) for r in t1 if r["label"] == "random_search"] == [pytest.approx(sum(trained) / 2)]
+    rows = rows[:-2]
     assert [r["paper_error"] for r in rows] == ["2.76", "2.72", "2.53", "2.45"]
     for row in rows:
         assert row["n_seeds"] == "2" and row["n_searches"] == "2" and row["n_searched"] == "2"
         assert row["selected_seed"] in ("0", "1") and row["setting"] == "1st order, 7 ops"
-        assert row["diff_random"] != "" and row["tau_changes"].startswith("0.5: ")
+        assert row["diff_random"] != ""
+        # a search records its stability for its own rule: not shown for TIEP from a shared search
+        assert row["tau_changes"].startswith("0.5: ") if row["variant"] != "itnas" else row["tau_changes"] == ""
+    search = {r["variant"]: (r["search"], r["shares_search_with"]) for r in rows}
+    assert search["itnas"] == ("gumbel_transition", "gumbel_transition")
+    assert search["gumbel_transition"] == ("gumbel_transition", "itnas") and search["darts"] == ("darts", "")
 
 
 def test_tables_3_and_4_hold_the_transferred_cells(smoke_run):
@@ -83,9 +98,10 @@ def test_tables_3_and_4_hold_the_transferred_cells(smoke_run):
 
 def test_figures_and_the_report_are_made(smoke_run):
     figures = smoke_run.results / "figures" / "synthetic-cifar10"
-    for variant in VARIANTS:
-        for kind in ("cell", "search"):
-            assert (figures / f"{kind}_{variant}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for kind, names in (("cell", VARIANTS), ("search", SEARCHES)):
+        for name in names:
+            assert (figures / f"{kind}_{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (figures / "search_itnas.png").exists()
     report = smoke_run.results / "report.html"
     assert report.stat().st_size > 10_000
 
@@ -105,7 +121,7 @@ def test_the_report_holds_the_tables_first_then_cells_and_curves_each_with_its_c
     files = {name: sorted(path for paths in sub.values() for path in paths) for name, sub in categories.items()}
     assert [Path(p).name for p in files["1. Tables 1-4"]] == [f"table{n}.html" for n in range(1, 5)]
     assert [Path(p).name for p in files["2. Searched cells"]] == sorted(f"cell_{v}.png" for v in VARIANTS)
-    assert [Path(p).name for p in files["3. Search curves"]] == sorted(f"search_{v}.png" for v in VARIANTS)
+    assert [Path(p).name for p in files["3. Search curves"]] == sorted(f"search_{s}.png" for s in SEARCHES)
     for n, path in enumerate(files["1. Tables 1-4"], 1):
         entry = results[path]
         assert f"results/smoke/tables/table{n}.md" in entry["caption"], entry["caption"]  # its own folder
@@ -135,7 +151,7 @@ def test_every_search_and_training_job_is_an_mlflow_run(smoke_run):
     by_rule: dict[str, list] = {}
     for r in runs:
         by_rule.setdefault(r.data.tags.get("rule"), []).append(r)
-    assert len(by_rule.get("search", [])) == 8
+    assert len(by_rule.get("search", [])) == 6  # 3 search settings x 2 seeds
     assert len(by_rule.get("train", [])) == 22  # 18 and 2 random cells x 2 seeds
     assert len(by_rule.get("train_imagenet", [])) == 2
     labels = sorted(r.data.tags.get("variant", r.data.tags.get("label")) for r in by_rule["train"])
@@ -156,13 +172,14 @@ def test_mlflow_runs_are_named_for_people_and_selections_nest_their_candidates(s
     names = [r.info.run_name for r in runs]
     assert not [n for n in names if "/" in n or ".json" in n], "a run named by a file path"
     assert len(set(names)) == len(names), "two runs share a name"
-    assert "search itnas seed0 synthetic-cifar10" in names
+    assert "search gumbel_transition seed0 synthetic-cifar10" in names
     assert "train itnas-selected synthetic-cifar100 seed1" in names
     assert "train DARTS_V2 synthetic-cifar10 seed0" in names
     parents = {r.info.run_id: r for r in runs if r.info.run_name.startswith("select ") and
                "mlflow.parentRunId" not in r.data.tags}
-    assert sorted(r.info.run_name for r in parents.values()) == [f"select {v} synthetic-cifar10" for v in VARIANTS]
-    for parent in parents.values():
+    assert sorted(r.info.run_name for r in parents.values()) == sorted(
+        f"select {v} synthetic-cifar10" for v in VARIANTS + ["random_search"])
+    for parent in (p for p in parents.values() if "random_search" not in p.info.run_name):
         children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
         assert children and {r.data.tags["search_seed"] for r in children} <= {"0", "1", "0,1"}
         assert [r.data.tags["winner"] for r in children].count("true") == 1
@@ -236,10 +253,12 @@ def test_the_validation_summary_reads_a_finished_run(smoke_run, tmp_path):
     sections = dict(part.split("\n", 1) for part in proc.stdout.split("### ")[1:])
     assert set(sections) == {"Searches", "Cells across search seeds", "Trainings", "Time per rule"}
     searches = [r for r in sections["Searches"].splitlines() if r.startswith("| ") and "entropy" not in r]
-    assert sorted(r.split(" | ")[0][2:] for r in searches) == sorted(VARIANTS * 2)
+    assert sorted(r.split(" | ")[0][2:] for r in searches) == sorted(SEARCHES * 2)
     for row in sections["Cells across search seeds"].splitlines()[2:]:
         if row.startswith("| "):
             assert "seed0 vs seed1" in row and "-seed" in row and "held-out error" in row, row
     trained = {r.split(" | ")[0][2:] for r in sections["Trainings"].splitlines()[2:] if r.startswith("| ")}
     assert {"random0", "random1", "DARTS_V1", "DARTS_V2"} | set(VARIANTS) <= trained
-    assert re.search(r"^\| search \| 8 \|", sections["Time per rule"], re.M)
+    assert re.search(r"^\| search \| 6 \|", sections["Time per rule"], re.M)
+    cells = [r.split(" | ")[0][2:] for r in sections["Cells across search seeds"].splitlines()[2:] if r.startswith("| ")]
+    assert sorted(cells) == sorted(VARIANTS)  # each variant's derived cells, itnas's from the shared searches

@@ -3,8 +3,10 @@
 Every output path carries what distinguishes a run: the dataset, the ablation variant (the
 Gumbel/Transition/TIEP flag set) or published genotype, and the seed. Toggling a variant, a
 seed or a dataset therefore only adds or removes paths; it never overwrites another run.
-The path functions below are the only place those paths are written: called without
-arguments they give a rule's output pattern (with its wildcards), with arguments a target.
+The path functions below give them for this run's results folder; the layout itself (where each
+stage's files live, how cells are named) is itnas/layout.py's, which also parses them back for
+the tables. Called without arguments they give a rule's output pattern (with its wildcards),
+with arguments a target.
 The variants and what each derives with come from the package's registry (itnas/variants.py).
 """
 
@@ -19,11 +21,17 @@ from snakemake.utils import validate
 from itnas.config import check_workflow_config, check_workflow_recipes
 from itnas.data.registry import names as dataset_names
 from itnas.errors import UserError
-from itnas.genotypes import PUBLISHED, RANDOM_LABEL, random_name, searched_name
+from itnas import layout
+from itnas.genotypes import PUBLISHED
+from itnas.layout import RANDOM_SEARCH, random_cell, random_name, searched_name
 from itnas.variants import VARIANTS as VARIANT_REGISTRY
+from itnas.variants import search_of, sharing
 
 BENCHMARKS = ["cifar10", "cifar100", "cinic10", "svhn", "imagenet"]
 VARIANTS = list(VARIANT_REGISTRY)
+# The searches variants derive their cells from (itnas/variants.py search_of: itnas derives from
+# gumbel_transition's search, since they search alike).
+SEARCHES = list(dict.fromkeys(search_of(v) for v in VARIANTS))
 SCHEMA = os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml")
 
 
@@ -99,34 +107,37 @@ except UserError as exc:
 # ----------------------------------------------------------------------------- paths
 
 
-def search_dir(dataset="{dataset}", variant="{variant}", seed="{seed}"):
-    return f"{RESULTS}/search/{dataset}/{variant}/seed{seed}"
+def search_dir(dataset="{dataset}", search="{search}", seed="{seed}"):
+    """One search: `search` is a search name (variants.search_of), shared by the variants that
+    search alike, each of which derives its own cell from it."""
+    return layout.search_dir(RESULTS, dataset, search, seed)
 
 
 def derived_genotype(dataset="{dataset}", variant="{variant}", seed="{seed}"):
-    return f"{RESULTS}/derive/{dataset}/{variant}/seed{seed}/genotype.json"
+    return layout.derived_genotype(RESULTS, dataset, variant, seed)
 
 
 def select_dir(dataset="{dataset}", variant="{variant}"):
-    return f"{RESULTS}/select/{dataset}/{variant}"
+    return layout.select_dir(RESULTS, dataset, variant)
 
 
 def train_dir(dataset="{dataset}", label="{label}", seed="{seed}"):
-    return f"{RESULTS}/train/{dataset}/{label}/seed{seed}"
+    return layout.train_dir(RESULTS, dataset, label, seed)
 
 
 def random_genotype(cell="{cell}"):
     """Random cell number `cell` of the search space (`itnas sample --seed CELL`)."""
-    return f"{RESULTS}/random/cell{cell}/genotype.json"
+    return layout.random_genotype(RESULTS, cell)
 
 
 def data_manifest(dataset="{dataset}"):
     return f"{DATA_ROOT}/{dataset}/.itnas-manifest.json"
 
 
-def figure(kind, dataset="{dataset}", variant="{variant}"):
-    """A report figure: kind 'cell' or 'search'."""
-    return f"{RESULTS}/figures/{dataset}/{kind}_{variant}.png"
+def figure(kind, dataset="{dataset}", name="{variant}"):
+    """A report figure: kind 'cell' (a variant's selected cell) or 'search' (the curves of a
+    search, name a search name)."""
+    return layout.figure(RESULTS, kind, dataset, name)
 
 
 def gpu_check_file(dataset="{dataset}"):
@@ -139,12 +150,31 @@ def log_file(rule, *parts):
     return os.path.join(LOGS, rule, *parts) + ".log"
 
 
+def random_search_on(bench):
+    """Whether `bench` gets the random-search row (evaluate.BENCH.random_search)."""
+    return bool((EVALUATE.get(bench) or {}).get("random_search"))
+
+
+def random_search_size():
+    """N of random search under the same selection: as many random cells as a variant has searches."""
+    return len(SEARCH["seeds"])
+
+
+def random_cells_trained(bench):
+    """How many random cells are trained on `bench`: `random`, and with random search at least its
+    N candidates, so that its winner's trainings always exist (the same runs, never trained twice)."""
+    target = EVALUATE.get(bench) or {}
+    count = target.get("random", 0)
+    return max(count, random_search_size()) if random_search_on(bench) else count
+
+
 def evaluated_labels(bench):
     """What is trained on `bench`: its searched cells, published baselines and random cells."""
     target = EVALUATE.get(bench)
     if not target:
         return []
-    return list(target["cells"]) + list(target["baselines"]) + [random_name(k) for k in range(target["random"])]
+    return (list(target["cells"]) + list(target["baselines"])
+            + [random_name(k) for k in range(random_cells_trained(bench))])
 
 
 def wildcard_alternatives(names):
@@ -157,13 +187,22 @@ CIFAR_LIKE = [DATASETS[b] for b in BENCHMARKS if b != "imagenet"]
 # ----------------------------------------------------------------------------- targets
 
 
+def planned_searches():
+    """The searches of the configured variants, each once however many variants share it."""
+    return list(dict.fromkeys(search_of(v) for v in SEARCH["variants"]))
+
+
 def search_metrics():
-    return [f"{search_dir(SEARCH_DATASET, v, s)}/metrics.json"
-            for v in SEARCH["variants"] for s in SEARCH["seeds"]]
+    return [f"{search_dir(SEARCH_DATASET, name, s)}/metrics.json"
+            for name in planned_searches() for s in SEARCH["seeds"]]
 
 
 def selections():
-    return [f"{select_dir(SEARCH_DATASET, v)}/selection.json" for v in SEARCH["variants"]]
+    """Each variant's selection, and random search's when a benchmark asks for its row."""
+    out = [f"{select_dir(SEARCH_DATASET, v)}/selection.json" for v in SEARCH["variants"]]
+    if any(random_search_on(b) for b in BENCHMARKS):
+        out.append(f"{select_dir(SEARCH_DATASET, RANDOM_SEARCH)}/selection.json")
+    return out
 
 
 def train_metrics():
@@ -176,7 +215,7 @@ def train_metrics():
 
 
 def table_file(name, ext):
-    return f"{RESULTS}/tables/{name}.{ext}"
+    return layout.table_file(RESULTS, name, ext)
 
 
 def table_files(ext):
@@ -184,7 +223,8 @@ def table_files(ext):
 
 
 def figure_files():
-    return [figure(kind, SEARCH_DATASET, v) for v in SEARCH["variants"] for kind in ("cell", "search")]
+    return ([figure("cell", SEARCH_DATASET, v) for v in SEARCH["variants"]]
+            + [figure("search", SEARCH_DATASET, name) for name in planned_searches()])
 
 
 def all_targets(wildcards):
@@ -201,11 +241,17 @@ def search_data(wildcards):
 
 
 def derive_input(wildcards):
-    return f"{search_dir(wildcards.dataset, wildcards.variant, wildcards.seed)}/arch_state.json"
+    """The arch state of the variant's search, maybe shared with another variant (variants.search_of)."""
+    return f"{search_dir(wildcards.dataset, search_of(wildcards.variant), wildcards.seed)}/arch_state.json"
 
 
 def select_candidates(wildcards):
     return [derived_genotype(wildcards.dataset, wildcards.variant, s) for s in SEARCH["seeds"]]
+
+
+def random_search_candidates(wildcards):
+    """Random search's candidates: random cells 0..N-1, as many as a variant's searched cells."""
+    return [random_genotype(k) for k in range(random_search_size())]
 
 
 def select_data(wildcards):
@@ -213,7 +259,7 @@ def select_data(wildcards):
 
 
 def search_histories(wildcards):
-    return [f"{search_dir(wildcards.dataset, wildcards.variant, s)}/history.json" for s in SEARCH["seeds"]]
+    return [f"{search_dir(wildcards.dataset, wildcards.search, s)}/history.json" for s in SEARCH["seeds"]]
 
 
 def selected_genotype(wildcards):
@@ -224,11 +270,11 @@ def train_inputs(wildcards):
     """The dataset, and the genotype file of a searched variant (the cell its selection chose)
     or of a random cell."""
     inputs = {"data": data_manifest(wildcards.dataset)}
-    random_cell = RANDOM_LABEL.match(wildcards.label)
+    cell = random_cell(wildcards.label)
     if wildcards.label in VARIANTS:
         inputs["genotype"] = f"{select_dir(SEARCH_DATASET, wildcards.label)}/genotype.json"
-    elif random_cell:
-        inputs["genotype"] = random_genotype(random_cell.group(1))
+    elif cell is not None:
+        inputs["genotype"] = random_genotype(cell)
     return inputs
 
 
@@ -350,4 +396,6 @@ def cell_title(wildcards):
 
 
 def curves_title(wildcards):
-    return f"{wildcards.variant}: search curves on {wildcards.dataset}{_standin(wildcards.dataset)}"
+    users = sharing(wildcards.search, SEARCH["variants"])
+    shared = f" (the search of {', '.join(users)})" if users != [wildcards.search] else ""
+    return f"{wildcards.search}: search curves on {wildcards.dataset}{_standin(wildcards.dataset)}{shared}"

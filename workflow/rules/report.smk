@@ -1,4 +1,4 @@
-# Figures for the report: each variant's selected cell and its search curves.
+# Figures for the report: each variant's selected cell and the curves of each search.
 
 
 rule plot_cell:
@@ -26,18 +26,18 @@ rule plot_cell:
 
 
 rule plot_search:
-    """Plot temperature (Gumbel variants), edge-weight entropy and accuracy per epoch of a variant's searches."""
+    """Plot temperature (Gumbel variants), edge-weight entropy and accuracy per epoch of one search setting's seeds."""
     input:
         histories=search_histories,
     output:
         report(
-            figure("search"),
+            figure("search", name="{search}"),
             caption="../report/search_curves.rst",
             category=REPORT_CATEGORIES["curves"],
-            labels={"variant": "{variant}", "figure": "search curves"},
+            labels={"variant": "{search}", "figure": "search curves"},
         ),
     log:
-        log_file("plot", "{dataset}", "search_{variant}"),
+        log_file("plot", "{dataset}", "search_{search}"),
     conda:
         "../envs/itnas.yaml"
     params:

@@ -1,5 +1,6 @@
 # Genotypes: each search's by its variant's rule (TIEP for itnas, the DARTS rule otherwise), the
-# best of a variant's seeds by short training (itnas select), and random cells of the space.
+# best of a variant's seeds by short training (itnas select), random cells of the space, and random
+# search: the best of as many random cells by the same selection.
 
 
 rule derive:
@@ -49,10 +50,40 @@ rule select:
     resources:
         **rule_resources("select"),
     shell:
-        "ITNAS_RULE=select ITNAS_LABEL={wildcards.variant} OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads}"
+        "ITNAS_RULE=select OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads}"
         " itnas select --config {input.config} --genotypes {input.genotypes}"
         " --dataset {wildcards.dataset} --seed {params.seed} --data-root {params.data_root}"
-        " --out {params.out} {params.overrides} > {log} 2>&1"
+        " --label {wildcards.variant} --out {params.out} {params.overrides} > {log} 2>&1"
+
+
+rule select_random:
+    """Random search under the same selection: the best of N random cells (N = the searches per variant)."""
+    input:
+        data=select_data,
+        config=config["select"]["config"],
+        genotypes=random_search_candidates,
+    output:
+        selection=f"{select_dir(variant=RANDOM_SEARCH)}/selection.json",
+        genotype=f"{select_dir(variant=RANDOM_SEARCH)}/genotype.json",
+    log:
+        log_file("select", "{dataset}", RANDOM_SEARCH),
+    conda:
+        "../envs/itnas.yaml"
+    params:
+        seed=config["select"]["seed"],
+        data_root=input_data_root,
+        out=run_folder,
+        overrides=select_overrides,
+        label=RANDOM_SEARCH,
+    threads: rule_threads("select")
+    priority: 10
+    resources:
+        **rule_resources("select"),
+    shell:
+        "ITNAS_RULE=select OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads}"
+        " itnas select --config {input.config} --genotypes {input.genotypes}"
+        " --dataset {wildcards.dataset} --seed {params.seed} --data-root {params.data_root}"
+        " --label {params.label} --out {params.out} {params.overrides} > {log} 2>&1"
 
 
 rule sample:

@@ -25,10 +25,10 @@ rule train:
     resources:
         **rule_resources("train"),
     shell:
-        "ITNAS_RULE=train ITNAS_LABEL={wildcards.label} OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads}"
+        "ITNAS_RULE=train OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads}"
         " itnas train --config {input.config} --genotype {params.genotype}"
         " --dataset {wildcards.dataset} --seed {wildcards.seed} --data-root {params.data_root}"
-        " --out {params.out} {params.overrides} > {log} 2>&1"
+        " --label {wildcards.label} --out {params.out} {params.overrides} > {log} 2>&1"
 
 
 rule gpu_check:
@@ -81,8 +81,8 @@ rule train_imagenet:
         **rule_resources("train_imagenet"),
     shell:
         # The job's threads are shared by its processes (one per GPU).
-        "ITNAS_RULE=train_imagenet ITNAS_LABEL={wildcards.label}"
+        "ITNAS_RULE=train_imagenet"
         " OMP_NUM_THREADS=$(( ({threads} + {resources.gpu} - 1) / {resources.gpu} ))"
         " itnas train --config {input.config} --nproc {resources.gpu} --genotype {params.genotype}"
         " --dataset {wildcards.dataset} --seed {wildcards.seed} --data-root {params.data_root}"
-        " --out {params.out} {params.overrides} > {log} 2>&1"
+        " --label {wildcards.label} --out {params.out} {params.overrides} > {log} 2>&1"
