@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _register_tables(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "tables", formatter_class=HelpFormatter,
-        help="write Tables 1-4 and the claims' verdicts (md, csv, tex, html) from run metrics",
+        help="write Tables 1-4 and the verdicts (md, csv, tex, html)",
         description="Tabulate the reproduction beside the paper's numbers.\n\n"
                     "Run files follow the workflow layout:\n"
                     "  .../search/DATASET/VARIANT/seedS/metrics.json\n"
