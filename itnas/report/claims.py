@@ -307,6 +307,9 @@ def _search_cost(claim: Claim, inp: Inputs) -> Answer:
     scope = "method (searches)"
     if not cost:
         return Answer(scope, NOT_RUN, n="0", paper=claim.paper_value)
+    if not any(cost):  # searches on the CPU record no GPU time: nothing to compare with GPU-days
+        return Answer(scope, NOT_RUN, n=str(len(cost)), paper=claim.paper_value,
+                      to_decide="search on a GPU (these searches recorded no GPU time)")
     return _decide(claim, scope, {row: cost}, "searches", "")
 
 

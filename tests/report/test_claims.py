@@ -4,6 +4,7 @@ checked when loaded, and `itnas tables --claims` writing and printing it first."
 
 from __future__ import annotations
 
+import json
 import statistics
 from pathlib import Path
 
@@ -114,6 +115,15 @@ def test_searched_variants_are_also_compared_across_their_searches(tmp_path):
     # the search cost: one sample per search, a ceiling of 0.3 GPU-days (0.6 and 0.7 GPU-hours here)
     cost = rows["itnas-search-cost"]
     assert cost["ours"] == pytest.approx(0.65 / 24) and cost["verdict"] == "reproduced"
+
+
+def test_searches_without_gpu_time_leave_the_search_cost_claim_not_run(tmp_path):
+    runs = _runs(tmp_path, CLEAR)
+    for path in runs["search"]:  # as a CPU search records it
+        data = json.loads(Path(path).read_text())
+        Path(path).write_text(json.dumps({**data, "gpu_hours": 0.0}))
+    row = _rows(_table(runs))["itnas-search-cost"]
+    assert row["verdict"] == "not run" and "no GPU time" in row["to_decide"]
 
 
 def test_the_difference_of_differences_weights_each_cell(tmp_path):
