@@ -329,8 +329,8 @@ def _vs_random(claim: Claim, inp: Inputs) -> Answer:
     to_decide = "—"
     if verdict == UNDECIDED:
         sigma = statistics.stdev(err)
-        needed = runs_needed(sigma, max(abs(estimate), claim.margin))
-        to_decide = f"≥ {needed} seeds, and more random cells" if needed else "more seeds"
+        needed = max(2, runs_needed(sigma, max(abs(estimate), claim.margin)) or 2)
+        to_decide = f"≥ {needed} seeds, and more random cells"
     return Answer(scope, verdict, estimate, low, high, counts, to_decide)
 
 
@@ -354,6 +354,12 @@ def _ours(a: Answer, kind: str) -> str:
     return f"{a.estimate:{fmt}} [{a.low:{fmt}}, {a.high:{fmt}}]"
 
 
+def _printed(value: float) -> str:
+    """A published value as the paper prints it, at least one decimal: 2.45, 4.0, 0.3."""
+    text = f"{value:g}"
+    return text if "." in text else f"{text}.0"
+
+
 def _terms(claim: Claim) -> str:
     """The paper's rows of a claim as the comparison they make: "A − B", "A + B − 2 C"."""
     out = ""
@@ -373,7 +379,7 @@ def claims_table(inp: Inputs, claims: Sequence[Claim]) -> Table:
                   else "not claimed (the field's baseline)")
         units = {"params": " M", "search_cost": " GPU-days"}.get(claim.metric, "")
         for k, a in enumerate(answer(claim, inp)):
-            paper = "—" if a.paper is None else f"{a.paper:+.2f}" if claim.kind != "level" else f"{a.paper:g}{units}"
+            paper = "—" if a.paper is None else f"{a.paper:+.2f}" if claim.kind != "level" else f"{_printed(a.paper)}{units}"
             margin = f"{'≤ +' if claim.bound == 'upper' else '±'}{claim.margin:g}"
             rows.append([claim.text if k == 0 else "  ↳ across searches", source if k == 0 else "", a.scope,
                          paper, margin, _ours(a, claim.kind), a.n, a.verdict, a.to_decide])
