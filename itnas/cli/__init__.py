@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "itnas.cli.train",     # train, select
     "itnas.cli.stats",     # stats
     "itnas.cli.report",    # tables, plot
+    "itnas.cli.plan",      # plan
     "itnas.cli.bench",     # bench
     "itnas.cli.infra",     # tracking, lease, gpu-check
 ]

@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _register_tables(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "tables", formatter_class=HelpFormatter,
-        help="write Tables 1-4 (md, csv, tex, html) from search and training metrics",
+        help="write Tables 1-4 and the verdicts (md, csv, tex, html)",
         description="Tabulate the reproduction beside the paper's numbers.\n\n"
                     "Run files follow the workflow layout:\n"
                     "  .../search/DATASET/SEARCH/seedS/metrics.json\n"
@@ -38,6 +38,10 @@ def _register_tables(sub: argparse._SubParsersAction) -> None:
                     "Each table is written four times: tableN.md (Markdown), tableN.csv (plain CSV:\n"
                     "one header line, no title), tableN.tex (a LaTeX table; needs booktabs and\n"
                     "amssymb) and tableN.html (a page for the Snakemake report).\n\n"
+                    "With --claims FILE (config/paper/claims.yaml) a claims table comes first: each of the\n"
+                    "paper's claims with its value, ours with a 95 % interval and a verdict\n"
+                    "(reproduced / not reproduced / holds / reversed / undecided; docs/method.md),\n"
+                    "written as claims.{md,csv,tex,html} and printed at the end.\n\n"
                     "The workflow (rule tables) names every configured run's file; for the smoke\n"
                     "configuration, in short:\n"
                     "  itnas tables --published config/paper/published.yaml --out-dir results/smoke/tables \\\n"
@@ -57,6 +61,9 @@ def _register_tables(sub: argparse._SubParsersAction) -> None:
                         "(repeatable; default: synthetic-X plays X, X plays itself)")
     p.add_argument("--tables", nargs="*", default=["table1", "table2", "table3", "table4"],
                    metavar="NAME", help="which tables to write (default: all four)")
+    p.add_argument("--claims", metavar="FILE",
+                   help="the paper's claims to give verdicts (config/paper/claims.yaml); the claims table is "
+                        "written as claims.* and printed to the log")
     p.add_argument("--print", dest="show", action="store_true", help="also print the Markdown")
     p.set_defaults(func=run_tables)
 
@@ -144,11 +151,13 @@ def parse_roles(items: list[str]) -> dict[str, str]:
 def run_tables(args: argparse.Namespace) -> int:
     output_path(args.out_dir, "--out-dir", folder=True)
     built = tables.build(args.published, args.search, args.train, args.select,
-                         parse_roles(args.benchmark), args.tables)
+                         parse_roles(args.benchmark), args.tables, args.claims)
     written = tables.write(built, args.out_dir)
     for table in built:
         log.info("%s: %s", table.name, table.title)
         if args.show:
             print(table.markdown())
     log.info("wrote %d files to %s", len(written), args.out_dir)
+    if args.claims:  # the verdicts, where a user looks after a run: the terminal and the job's log
+        log.info("the claims' verdicts (%s):\n%s", Path(args.out_dir) / "claims.md", built[0].markdown())
     return 0

@@ -21,6 +21,10 @@ from itnas.variants import describe_setting, search_of
 # one table row.
 RANDOM_NAME = "Random cells (same protocol)"
 
+# The difference columns' headers say which sign is better (lower error is better everywhere).
+DIFF_PAPER = "Δ vs paper (− = lower error than paper)"
+DIFF_RANDOM = "Δ vs random (95% CI; − = better than random)"
+
 STANDIN_NOTE = "STAND-IN DATA — not comparable to the paper"
 BENCHMARK_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "cinic10": "CINIC-10",
                    "svhn": "SVHN", "imagenet": "ImageNet"}

@@ -98,7 +98,8 @@ LATEX_PACKAGES = "\\usepackage{booktabs} \\usepackage{amssymb}"
 _LATEX = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
           "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "\\": r"\textbackslash{}",
           "±": r"$\pm$", "—": "---", "–": "--", "Δ": r"$\Delta$", "✓": r"\checkmark{}",
-          "✗": r"$\times$", "→": r"$\to$", "×": r"$\times$", "τ": r"$\tau$"}
+          "✗": r"$\times$", "→": r"$\to$", "×": r"$\times$", "τ": r"$\tau$",
+          "−": r"$-$", "≥": r"$\geq$", "≤": r"$\leq$", "α": r"$\alpha$", "↳": r"$\hookrightarrow$"}
 
 
 def latex_escape(text: str) -> str:

@@ -7,6 +7,10 @@ hierarchically, first the cells and then each chosen cell's seeds, since random 
 from each other more than one cell's seeds do. 10,000 resamples from a fixed generator, so a
 table is the same every time it is made. With two seeds (the smoke run) an interval is coarse:
 it can only take the few values its resamples allow.
+
+The claims table (report/claims.py) also uses t intervals: of one cell's mean over its training
+seeds, and of a contrast of cell means (a difference, or a difference of differences) with
+Welch's unequal variances and the Welch-Satterthwaite degrees of freedom.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ import statistics
 from collections.abc import Sequence
 
 import numpy as np
+
+from itnas.power import t_quantile
 
 RESAMPLES = 10_000
 LEVEL = 0.95
@@ -47,3 +53,18 @@ def difference_to_random(row: Sequence[float], cells: Sequence[Sequence[float]],
                                  for row in picks])
     low, high = np.quantile(row_means - random_means, [(1 - LEVEL) / 2, (1 + LEVEL) / 2])
     return float(observed), float(low), float(high)
+
+
+def contrast_interval(terms: Sequence[tuple[float, Sequence[float]]]) -> tuple[float, float, float] | None:
+    """sum_i w_i mean(x_i) and its 95 % Welch t interval for (w_i, x_i) in `terms`; None when a
+    term has fewer than two runs (no spread, no interval). One term is the t interval of a mean."""
+    if not terms or any(len(x) < 2 for _, x in terms):
+        return None
+    estimate = sum(w * statistics.fmean(x) for w, x in terms)
+    parts = [w * w * statistics.variance(x) / len(x) for w, x in terms]
+    var = sum(parts)
+    if var == 0:
+        return estimate, estimate, estimate
+    df = var ** 2 / sum(p * p / (len(x) - 1) for p, (_, x) in zip(parts, terms))
+    half = t_quantile((1 + LEVEL) / 2, df) * var ** 0.5
+    return estimate, estimate - half, estimate + half

@@ -6,6 +6,8 @@ from __future__ import annotations
 import statistics
 
 from itnas.report.inputs import (
+    DIFF_PAPER,
+    DIFF_RANDOM,
     RANDOM_NAME,
     RANDOM_NOTE,
     RANDOM_SEARCH_NOTE,
@@ -33,7 +35,7 @@ def table1(inp: Inputs) -> Table:
     spec = inp.published["table1"]
     bench = spec.get("benchmark", "cifar10")
     headers = ["Architecture", "Source", "Error (%)", "Seeds", "Params (M)", "MACs (M)",
-               "Search cost (GPU-days)", "Paper error (%)", "Δ vs paper", "Δ vs random (95% CI)"]
+               "Search cost (GPU-days)", "Paper error (%)", DIFF_PAPER, DIFF_RANDOM]
     fields = ["architecture", "source", "label", "dataset", "error_mean", "error_std", "n_seeds",
               "seeds", "params_m", "macs_m", "search_gpu_days", "paper_row", "paper_error", "diff",
               "diff_random", "diff_random_low", "diff_random_high"]

@@ -6,6 +6,8 @@ from __future__ import annotations
 import statistics
 
 from itnas.report.inputs import (
+    DIFF_PAPER,
+    DIFF_RANDOM,
     RANDOM_NAME,
     RANDOM_NOTE,
     RANDOM_SEARCH_NOTE,
@@ -34,7 +36,7 @@ def table2(inp: Inputs) -> Table:
     bench = spec.get("benchmark", "cifar10")
     yes = {True: "✓", False: "✗"}
     headers = ["Variant", "Gumbel", "Transition", "TIEP", "Setting", "Paper error (%)", "Our error (%)",
-               "Seeds", "Δ vs paper", "Δ vs random (95% CI)", "Searched cells, held-out error (%)",
+               "Seeds", DIFF_PAPER, DIFF_RANDOM, "Searched cells, held-out error (%)",
                "Cell changes with τ (edges/ops)", "Params (M)", "Search cost (GPU-days)", "Searches",
                "Search", "Selected seed"]
     fields = ["variant", "gumbel", "transition", "tiep", "setting", "paper_error", "error_mean", "error_std",

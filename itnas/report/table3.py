@@ -25,7 +25,8 @@ def table3(inp: Inputs) -> Table:
     spec = inp.published["table3"]
     bench = spec.get("benchmark", "imagenet")
     headers = ["Architecture", "Source", "Top-1 (%)", "Top-5 (%)", "Seeds", "Params (M)", "FLOPs (M)",
-               "Search cost (GPU-days)", "Method", "Paper top-1 (%)", "Δ top-1"]
+               "Search cost (GPU-days)", "Method", "Paper top-1 (%)",
+               "Δ top-1 vs paper (− = lower error than paper)"]
     fields = ["architecture", "source", "label", "dataset", "top1_mean", "top1_std", "top5_mean",
               "top5_std", "n_seeds", "seeds", "params_m", "flops_m", "search_gpu_days", "method",
               "paper_row", "paper_top1", "diff_top1"]

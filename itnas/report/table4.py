@@ -26,7 +26,7 @@ def table4(inp: Inputs) -> Table:
     spec = inp.published["table4"]
     benches = list(spec.get("benchmarks", ["cinic10", "cifar100", "svhn"]))
     names = [BENCHMARK_NAMES.get(b, b) for b in benches]
-    headers = ["Architecture", "Source"] + names + ["Seeds"] + [f"Δ {n}" for n in names]
+    headers = ["Architecture", "Source"] + names + ["Seeds"] + [f"Δ {n} vs paper (− = lower error)" for n in names]
     fields = ["architecture", "source", "label"]
     for b in benches:
         fields += [f"{b}_mean", f"{b}_std", f"{b}_n", f"{b}_paper", f"{b}_diff"]

@@ -9,7 +9,8 @@ together: `build` reads the runs and builds the tables, `write` writes them.
 Each reproduced row is the mean +- sample std over seeds, with the number of seeds, params and
 MACs from the runs, the search cost in GPU-days (mean per search) and the difference to the
 paper's number for the row it reproduces (`compare` in config/paper/published.yaml). Tables built
-from stand-in data say so in their titles.
+from stand-in data say so in their titles. Given a claims file, `build` puts the claims table
+(report/claims.py: a verdict per claim of the paper) first.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 
 from itnas.errors import UserError
 from itnas.files import read_yaml, write_text
+from itnas.report.claims import claims_table, load_claims
 from itnas.report.inputs import Inputs
 from itnas.report.render import Table
 from itnas.report.runs import check_complete, load_runs, load_selections
@@ -55,8 +57,10 @@ def default_roles(datasets: Iterable[str]) -> dict[str, str]:
 
 def build(published: str | Path | dict[str, Any], search: Sequence[str | Path],
           train: Sequence[str | Path], selections: Sequence[str | Path] = (),
-          roles: dict[str, str] | None = None, tables: Sequence[str] = tuple(BUILDERS)) -> list[Table]:
+          roles: dict[str, str] | None = None, tables: Sequence[str] = tuple(BUILDERS),
+          claims: str | Path | None = None) -> list[Table]:
     pub = load_published(published) if not isinstance(published, dict) else published
+    claim_list = load_claims(claims, pub) if claims is not None else None  # a bad file fails first
     search_groups = load_runs(search, "search")
     train_groups = load_runs(train, "train")
     check_complete(search_groups)
@@ -67,7 +71,8 @@ def build(published: str | Path | dict[str, Any], search: Sequence[str | Path],
     unknown = [t for t in tables if t not in BUILDERS]
     if unknown:
         raise UserError(f"unknown table '{unknown[0]}' (expected one of: {', '.join(BUILDERS)})")
-    return [BUILDERS[name](inp) for name in tables]
+    built = [BUILDERS[name](inp) for name in tables]
+    return ([claims_table(inp, claim_list)] if claim_list is not None else []) + built
 
 
 def write(tables: Sequence[Table], out_dir: str | Path) -> list[Path]:

@@ -414,3 +414,11 @@ def test_the_bootstrap_interval_is_exact_without_spread_and_covers_zero_between_
     narrow = difference_to_random([2.0, 2.1], [[3.0, 3.1], [3.0, 3.1]])
     wide = difference_to_random([2.0, 2.1], [[2.0, 2.1], [4.0, 4.1]])
     assert wide[2] - wide[1] > 5 * (narrow[2] - narrow[1])
+
+
+def test_every_difference_column_says_which_sign_is_better(runs):
+    for table in tables.build(PUBLISHED, runs["search"], runs["train"], runs["select"]):
+        deltas = [h for h in table.headers if "Δ" in h]
+        assert deltas, table.name
+        for header in deltas:
+            assert "(− = " in header or "; − = " in header, (table.name, header)

@@ -52,6 +52,7 @@ ALL_VARIANTS = ["darts", "gumbel", "gumbel_transition", "itnas"]
 MERGED = {
     "config/smoke.yaml": {
         "evaluate": {"cifar10": {"cells": ALL_VARIANTS, "baselines": ["DARTS_V1", "DARTS_V2"], "random": 2,
+                                 "random_search": True,
                                  "seeds": [0, 1]},
                      **{b: {"cells": ["itnas"], "baselines": [], "seeds": [0, 1]}
                         for b in ("cifar100", "cinic10", "svhn", "imagenet")}},
@@ -64,7 +65,7 @@ MERGED = {
         "tracking": {"enabled": True, "uri": None, "experiment": "itnas-smoke"},
     },
     "config/validate.yaml": {
-        "evaluate": {"cifar10": {"cells": ALL_VARIANTS, "baselines": ["DARTS_V2"], "random": 4, "seeds": [0, 1]},
+        "evaluate": {"cifar10": {"cells": ALL_VARIANTS, "baselines": ["DARTS_V2"], "random": 4, "random_search": True, "seeds": [0, 1]},
                      **{b: {"cells": [], "baselines": [], "seeds": [0]}
                         for b in ("cifar100", "cinic10", "svhn", "imagenet")}},
         "threads": SMALL_THREADS,
@@ -76,7 +77,7 @@ MERGED = {
         "tracking": {"enabled": True, "uri": None, "experiment": "itnas-validate"},
     },
     "config/gpu-rehearsal.yaml": {
-        "evaluate": {"cifar10": {"cells": ["darts", "itnas"], "baselines": ["DARTS_V2"], "random": 1, "seeds": [0]},
+        "evaluate": {"cifar10": {"cells": ["darts", "itnas"], "baselines": ["DARTS_V2"], "random": 1, "random_search": True, "seeds": [0]},
                      **{b: {"cells": ["itnas"], "baselines": [], "seeds": [0]}
                         for b in ("cifar100", "cinic10", "svhn", "imagenet")}},
         "threads": {"data": 2, "search": 4, "derive": 1, "select": 4, "train": 4, "train_imagenet": 8,

@@ -43,6 +43,20 @@ def test_every_table_is_written_in_every_format_and_says_stand_in(smoke_run):
         assert pd.read_csv(tables / f"table{n}.csv").columns[0] in ("architecture", "variant")
 
 
+def test_the_claims_table_is_written_titled_stand_in_with_a_verdict_per_claim(smoke_run):
+    tables = smoke_run.results / "tables"
+    for ext in ("md", "csv", "tex", "html"):
+        assert (tables / f"claims.{ext}").stat().st_size > 0
+    md = (tables / "claims.md").read_text()
+    assert md.startswith("# Claims") and STANDIN in md.splitlines()[0]
+    _, rows = _csv(tables / "claims.csv")
+    verdicts = {r["id"]: r["verdict"] for r in rows}
+    assert verdicts["itnas-top1-imagenet"] != "not run" and verdicts["itnas-beats-darts2-cifar10"] != "not run"
+    known = ("reproduced", "not reproduced", "holds", "reversed", "undecided", "not run")
+    assert all(v.split(" (")[0] in known for v in verdicts.values()), verdicts
+    assert "the claims' verdicts" in (smoke_run.results / "logs" / "tables.log").read_text()  # LOGS/tables.log
+
+
 def test_table1_holds_every_cifar10_genotype_over_two_seeds(smoke_run):
     _, rows = _csv(smoke_run.results / "tables" / "table1.csv")
     ours = {r["label"]: r for r in rows if r["source"] == "reproduced"}
@@ -117,12 +131,18 @@ def _report_variable(html: str, name: str):
 def test_the_report_holds_the_tables_first_then_cells_and_curves_each_with_its_caption(smoke_run):
     html = (smoke_run.results / "report.html").read_text()
     categories, results = _report_variable(html, "categories"), _report_variable(html, "results")
-    assert sorted(categories) == ["1. Tables 1-4", "2. Searched cells", "3. Search curves"]  # the menu's order
+    assert sorted(categories) == ["1. Claims: verdicts", "2. Tables 1-4", "3. Searched cells",
+                                  "4. Search curves"]  # the menu's order: the verdicts first
     files = {name: sorted(path for paths in sub.values() for path in paths) for name, sub in categories.items()}
-    assert [Path(p).name for p in files["1. Tables 1-4"]] == [f"table{n}.html" for n in range(1, 5)]
-    assert [Path(p).name for p in files["2. Searched cells"]] == sorted(f"cell_{v}.png" for v in VARIANTS)
-    assert [Path(p).name for p in files["3. Search curves"]] == sorted(f"search_{s}.png" for s in SEARCHES)
-    for n, path in enumerate(files["1. Tables 1-4"], 1):
+    assert [Path(p).name for p in files["1. Claims: verdicts"]] == ["claims.html"]
+    claims = results[files["1. Claims: verdicts"][0]]
+    assert "results/smoke/tables/claims.md" in claims["caption"]
+    page = base64.b64decode(claims["data_uri"].split(",", 1)[1]).decode()
+    assert STANDIN in page and "undecided" in page
+    assert [Path(p).name for p in files["2. Tables 1-4"]] == [f"table{n}.html" for n in range(1, 5)]
+    assert [Path(p).name for p in files["3. Searched cells"]] == sorted(f"cell_{v}.png" for v in VARIANTS)
+    assert [Path(p).name for p in files["4. Search curves"]] == sorted(f"search_{s}.png" for s in SEARCHES)
+    for n, path in enumerate(files["2. Tables 1-4"], 1):
         entry = results[path]
         assert f"results/smoke/tables/table{n}.md" in entry["caption"], entry["caption"]  # its own folder
         page = base64.b64decode(entry["data_uri"].split(",", 1)[1]).decode()
@@ -138,7 +158,8 @@ def test_a_browser_renders_the_report_menu_with_the_tables_first(smoke_run, tmp_
                           "--disable-component-update", "--disable-sync", "--virtual-time-budget=5000", "--dump-dom",
                           (smoke_run.results / "report.html").as_uri()],
                          capture_output=True, text=True, timeout=120).stdout
-    shown = [dom.find(name) for name in ("1. Tables 1-4", "2. Searched cells", "3. Search curves")]
+    shown = [dom.find(name) for name in ("1. Claims: verdicts", "2. Tables 1-4", "3. Searched cells",
+                                         "4. Search curves")]
     assert -1 not in shown and shown == sorted(shown), shown
 
 

@@ -65,7 +65,7 @@ SEARCH = config["search"]
 SEARCH_DATASET = DATASETS[SEARCH["benchmark"]]
 IMAGENET_DATASET = DATASETS["imagenet"]
 EVALUATE = config["evaluate"]
-TABLE_NAMES = ["table1", "table2", "table3", "table4"]
+TABLE_NAMES = ["claims", "table1", "table2", "table3", "table4"]  # claims: the verdicts, first
 
 
 def _check_config():
@@ -388,7 +388,8 @@ def _standin(dataset):
 
 
 # The report's categories: its menu sorts them by name, hence the numbers (tables first).
-REPORT_CATEGORIES = {"tables": "1. Tables 1-4", "cells": "2. Searched cells", "curves": "3. Search curves"}
+REPORT_CATEGORIES = {"claims": "1. Claims: verdicts", "tables": "2. Tables 1-4", "cells": "3. Searched cells",
+                     "curves": "4. Search curves"}
 
 
 def cell_title(wildcards):
