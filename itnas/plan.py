@@ -32,6 +32,7 @@ from itnas.report.inputs import BENCHMARK_NAMES
 from itnas.report.runs import load_runs
 from itnas.report.tables import load_published
 from itnas.variants import NAMES as VARIANTS
+from itnas.variants import search_of
 
 BASE_CONFIG = Path("config/config.yaml")  # the Snakefile's `configfile:`
 SCHEMA = Path("workflow/schemas/config.schema.yaml")
@@ -84,6 +85,7 @@ class Budget:
     random: dict[str, int]
     seeds: dict[str, int]
     train_epochs: dict[str, int | None]
+    random_search: set[str] = field(default_factory=set)  # benchmarks with random search (a selection)
 
 
 _EPOCHS = re.compile(r"^epochs=(\d+)$")
@@ -104,17 +106,20 @@ def budget_of(cfg: dict[str, Any]) -> Budget:
     search = cfg.get("search", {})
     train = cfg.get("train", {})
     cifar_set = train.get("cifar", {}).get("set", [])
-    trained, random, seeds, epochs = {}, {}, {}, {}
+    trained, random, seeds, epochs, random_search = {}, {}, {}, {}, set()
     for bench, target in cfg.get("evaluate", {}).items():
         trained[bench] = set(target.get("cells", [])) | set(target.get("baselines", []))
         random[bench] = int(target.get("random", 0))
+        if target.get("random_search"):  # its candidates are random cells 0..N-1, all trained
+            random[bench] = max(random[bench], len(search.get("seeds", [])))
+            random_search.add(bench)
         seeds[bench] = len(target.get("seeds", []))
         recipe = train.get("imagenet" if bench == "imagenet" else "cifar", {}).get("set", [])
         epochs[bench] = _last(_EPOCHS, recipe, target.get("set", []))
     return Budget(list(search.get("variants", [])), len(search.get("seeds", [])),
                   _last(_EPOCHS, search.get("set", [])),
                   _last(_SELECT_EPOCHS, cifar_set, cfg.get("select", {}).get("set", [])),
-                  trained, random, seeds, epochs)
+                  trained, random, seeds, epochs, random_search)
 
 
 # ---- noise and costs -----------------------------------------------------------------------
@@ -293,8 +298,9 @@ def plan_claim(claim: Claim, b: Budget, noise: Noise, costs: Costs) -> list[Line
     n = b.seeds.get(bench, 0)
     job = costs.train_job(bench, b.train_epochs.get(bench))
     searched = [r for r in claim.rows if r in VARIANTS]
-    search_hours = len(searched) * b.searches * (costs.search_job(b.search_epochs)
-                                                 + costs.select_job(b.select_epochs))
+    # Variants that search alike share their searches (variants.search_of); each selects its own.
+    search_hours = b.searches * (len({search_of(r) for r in searched}) * costs.search_job(b.search_epochs)
+                                 + len(searched) * costs.select_job(b.select_epochs))
     sigma = noise.get("seed", bench)
     effect = abs(claim.paper_value) if claim.paper_value else claim.margin
     line = Line(claim.id, claim.text, "seeds", effect, sigma, 0, None, None, "—", None)
@@ -338,7 +344,8 @@ def plan_claim(claim: Claim, b: Budget, noise: Noise, costs: Costs) -> list[Line
             m = Line(f"{claim.id}/searches", "  ↳ across searches", "searches", effect, s, b.searches,
                      power(s, effect, b.searches, weights) if b.searches >= 2 else 0.0, needed,
                      f"{needed} searches per variant",
-                     needed * len(searched) * (costs.search_job(b.search_epochs) + costs.select_job(b.select_epochs)))
+                     needed * (len({search_of(r) for r in searched}) * costs.search_job(b.search_epochs)
+                               + len(searched) * costs.select_job(b.select_epochs)))
             out.append(m)
     return out
 
@@ -425,9 +432,10 @@ def _f(x: float | None, digits: int = 2) -> str:
 
 
 def planned_hours(b: Budget, costs: Costs) -> dict[str, float]:
-    searches = len(b.variants) * b.searches
+    searches = len({search_of(v) for v in b.variants}) * b.searches  # shared searches run once
+    candidates = (len(b.variants) + len(b.random_search)) * b.searches  # random search selects too
     out = {"search": searches * costs.search_job(b.search_epochs),
-           "select": searches * costs.select_job(b.select_epochs)}
+           "select": candidates * costs.select_job(b.select_epochs)}
     for bench, labels in b.trained.items():
         jobs = (len(labels) + b.random.get(bench, 0)) * b.seeds.get(bench, 0)
         out[f"train {bench}"] = jobs * costs.train_job(bench, b.train_epochs.get(bench))
