@@ -9,6 +9,10 @@ outputs (bit-identical in tests/accel) and gradients equal up to float rounding.
 - `AvgPool3x3` routes the backward of a channels-last CUDA input through the NCHW kernel,
   around a torch bug that returned wrong gradients there (pytorch/pytorch#188344). This one
   is a correctness fix, so the runtime applies it whenever channels-last runs on CUDA.
+- `SafeFactorizedReduce` runs the two strided 1x1 convs of a channels-last CPU input in NCHW:
+  oneDNN's weight gradient of a stride-2 1x1 conv on an NHWC input with fewer than 8 channels
+  corrupts the heap (torch 2.14.1, oneDNN 3.12, AVX2: the process aborts or hangs). Real widths
+  never have so few channels, tiny CPU runs (smoke, tests) do. Also a correctness fix, always on.
 
 A swap changes a module's class to a subclass that has no state of its own (`_swap`):
 parameters, buffers and state-dict keys stay as they are, so checkpoints load either way.
@@ -20,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from itnas.ops import DilConv
+from itnas.ops import DilConv, FactorizedReduce
 
 
 def is_channels_last(x: torch.Tensor) -> bool:
@@ -234,6 +238,22 @@ class AvgPool3x3(nn.AvgPool2d):
         return avg_pool(x, self.kernel_size, self.stride, self.padding)
 
 
+class SafeFactorizedReduce(FactorizedReduce):
+    """FactorizedReduce whose convs take a channels-last CPU input in NCHW (module docstring).
+    The weights are copied to NCHW too: a 1x1 channels-last weight already counts as contiguous,
+    and oneDNN would take the NHWC route again. The output goes back to channels-last."""
+
+    def halves(self, r: torch.Tensor) -> torch.Tensor:
+        if r.is_cuda or not is_channels_last(r):
+            return super().halves(r)
+        shifted = F.pad(r[:, :, 1:, 1:], (0, 1, 0, 1))
+        plain = torch.contiguous_format
+        y = torch.cat([F.conv2d(r.contiguous(), self.conv_1.weight.clone(memory_format=plain), stride=2),
+                       F.conv2d(shifted.contiguous(), self.conv_2.weight.clone(memory_format=plain), stride=2)],
+                      dim=1)
+        return self.bn(y.contiguous(memory_format=torch.channels_last))
+
+
 def _is_darts_avg_pool(m: nn.Module) -> bool:
     return type(m) is nn.AvgPool2d and m.kernel_size == 3 and m.padding == 1 and not m.count_include_pad
 
@@ -242,9 +262,9 @@ def _is_darts_avg_pool(m: nn.Module) -> bool:
 
 
 def use_fast_kernels(module: nn.Module, depthwise_convs: bool = True, batch_norm: bool = True) -> nn.Module:
-    """Swap the faster kernels into every block of `module` (and the safe pooling, always);
+    """Swap the faster kernels into every block of `module` (and the safe ones, always);
     returns `module`. The flags pick parts, for benchmarks/ablate_fast_paths.py."""
-    use_safe_pooling(module)
+    use_safe_kernels(module)
     for m in module.modules():
         if depthwise_convs and type(m) is DilConv and type(m[1]) is nn.Conv2d:
             _swap(m[1], FastDepthwise)
@@ -253,9 +273,12 @@ def use_fast_kernels(module: nn.Module, depthwise_convs: bool = True, batch_norm
     return module
 
 
-def use_safe_pooling(module: nn.Module) -> nn.Module:
-    """The channels-last-safe average pooling for every avg_pool_3x3 of `module`."""
+def use_safe_kernels(module: nn.Module) -> nn.Module:
+    """The channels-last-safe average pooling for every avg_pool_3x3 of `module`, and the
+    channels-last-safe FactorizedReduce for every one of it."""
     for m in module.modules():
         if _is_darts_avg_pool(m):
             _swap(m, AvgPool3x3)
+        elif type(m) is FactorizedReduce:
+            _swap(m, SafeFactorizedReduce)
     return module

@@ -132,9 +132,60 @@ def test_avg_pool_takes_the_nchw_backward_only_for_channels_last_cuda_input():
     assert type(kernels.avg_pool(x, 3, 1, 1).grad_fn).__name__ == "AvgPool2DBackward0"  # CPU: stock
     forced = kernels.avg_pool(x.contiguous(memory_format=torch.channels_last), 3, 1, 1, nchw_backward=True)
     assert "_AvgPoolNCHWBackward" in type(forced.grad_fn).__name__
-    op = kernels.use_safe_pooling(ops.make_op("avg_pool_3x3", 2, 2, affine=False))
+    op = kernels.use_safe_kernels(ops.make_op("avg_pool_3x3", 2, 2, affine=False))
     assert isinstance(op, kernels.AvgPool3x3) and torch.equal(op(x), F.avg_pool2d(x, 3, 2, 1, count_include_pad=False))
 
+
+
+def test_the_safe_factorized_reduce_equals_the_plain_one_on_a_channels_last_cpu_input():
+    torch.manual_seed(0)
+    plain = ops.FactorizedReduce(4, 4)
+    safe = kernels.use_safe_kernels(copy.deepcopy(plain))
+    assert type(safe) is kernels.SafeFactorizedReduce
+    safe.to(memory_format=torch.channels_last)
+    x = torch.randn(8, 4, 16, 16)
+    xc = x.contiguous(memory_format=torch.channels_last).requires_grad_()
+    x.requires_grad_()
+    out, ref = safe(xc), plain(x)
+    assert out.is_contiguous(memory_format=torch.channels_last)  # the layout goes on unchanged
+    assert_rel_close(out, ref, 1e-5)
+    g = torch.randn_like(ref)
+    (out * g).sum().backward()
+    (ref * g).sum().backward()
+    assert_rel_close(xc.grad, x.grad, 1e-4, "input gradient")
+    for (name, a), b in zip(safe.named_parameters(), plain.parameters()):
+        assert_rel_close(a.grad, b.grad, 1e-4, name)
+
+
+# oneDNN's weight gradient of a stride-2 1x1 conv on an NHWC input with fewer than 8 channels
+# corrupts the heap (torch 2.14.1): within a few iterations the process aborts or hangs.
+_HEAP = """
+import copy, torch
+from itnas import ops
+from itnas.accel import kernels
+torch.manual_seed(0)
+op = ops.FactorizedReduce(4, 4)
+if {safe}:
+    kernels.use_safe_kernels(op)
+op.to(memory_format=torch.channels_last)
+x = torch.randn(8, 4, 16, 16).contiguous(memory_format=torch.channels_last)
+for _ in range(40):
+    op(x).square().sum().backward()
+print("survived")
+"""
+
+
+def test_a_tiny_channels_last_factorized_reduce_trains_on_the_cpu_without_corrupting_the_heap():
+    """Run in a child process: the broken kernel aborts the process, not just the test. Without
+    the swap (`safe` False) this child dies with "free(): invalid next size" or hangs."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    child = subprocess.run([sys.executable, "-c", _HEAP.format(safe=True)], env=env, capture_output=True,
+                           text=True, timeout=120)
+    assert child.returncode == 0 and "survived" in child.stdout, child.stderr[-500:]
 
 
 @pytest.mark.parametrize("affine", [True, False])
