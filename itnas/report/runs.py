@@ -24,7 +24,7 @@ from typing import Any
 
 from itnas.errors import UserError
 from itnas.files import read_json
-from itnas.layout import parse_run_file, parse_selection_file
+from itnas.layout import parse_run_file, parse_selection_file, seed_folder
 
 
 @dataclass
@@ -116,7 +116,7 @@ def check_run(run: RunRecord) -> None:
                 else f"{label_key} {recorded!r}" if recorded != run.label else None)
     if mismatch:
         raise UserError(f"{run.path}: records {mismatch} but sits in the folder of {run.stage} "
-                        f"{run.dataset}/{run.label}/seed{run.seed} (a misplaced or copied file?)")
+                        f"{run.dataset}/{run.label}/{seed_folder(run.seed)} (a misplaced or copied file?)")
     for key, value in m.items():
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             continue
