@@ -98,8 +98,11 @@ class _Depthwise5x5(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(x, weight)
-        return F.conv2d(x, weight, None, 1, 2, 1, weight.shape[0])
+        y = F.conv2d(x, weight, None, 1, 2, 1, weight.shape[0])
+        # Under autocast the conv ran in y's dtype (bf16), and its gradient arrives in it: the
+        # backward's kernels need their inputs in that dtype too (a no-op without autocast).
+        ctx.save_for_backward(x.to(y.dtype), weight.to(y.dtype))
+        return y
 
     @staticmethod
     @torch.autograd.function.once_differentiable
