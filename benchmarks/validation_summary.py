@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import math
+import statistics
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -67,6 +68,34 @@ def train_rows(results: Path) -> list[str]:
     return rows
 
 
+def noise_rows(results: Path) -> list[str]:
+    """How much of a test error's spread the test set itself adds: each trained cell's binomial
+    standard error sqrt(p (1 - p) / n) at its mean error p over its n test images, beside the
+    spread between its training seeds (sample std), and both pooled over the cells."""
+    runs: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for path in sorted(results.glob("train/*/*/seed*/metrics.json")):
+        runs[path.parent.parent.name, path.parent.parent.parent.name].append(read_json(path, "metrics"))
+    rows = ["| cell | test images | mean error (%) | binomial s.e. (points) | seed std (points) |",
+            "|---|---|---|---|---|"]
+    binomial, seed_var = [], []
+    for (label, _), ms in sorted(runs.items()):
+        errs = [m["test_top1_err"] for m in ms]
+        n = ms[0].get("test_size")
+        p = sum(errs) / len(errs) / 100
+        se = 100 * math.sqrt(p * (1 - p) / n) if n else math.nan
+        sd = statistics.stdev(errs) if len(errs) >= 2 else math.nan
+        binomial.append(se)
+        if len(errs) >= 2:
+            seed_var.append(sd ** 2)
+        rows.append(f"| {label} | {n} | {100 * p:.2f} | {se:.2f} | {sd:.2f} |")
+    if not binomial:
+        return rows
+    pooled = math.sqrt(sum(seed_var) / len(seed_var)) if seed_var else math.nan
+    rows.append(f"| all cells (rms) | | | {math.sqrt(sum(b * b for b in binomial) / len(binomial)):.2f} "
+                f"| {pooled:.2f} |")
+    return rows
+
+
 def rule_times(log: Path) -> list[str]:
     """Wall seconds per rule, from the timestamps Snakemake prints around each job."""
     from rehearsal_summary import parse_log  # beside this script
@@ -92,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"{args.results}: no search/ folder; is it a finished run's results folder?")
     sections = [("Searches", search_rows(args.results)),
                 ("Cells across search seeds", seed_distance_rows(args.results)),
-                ("Trainings", train_rows(args.results))]
+                ("Trainings", train_rows(args.results)),
+                ("Test-set noise against seed spread", noise_rows(args.results))]
     if args.log:
         sections.append(("Time per rule", rule_times(args.log)))
     for title, rows in sections:

@@ -272,7 +272,16 @@ def test_the_validation_summary_reads_a_finished_run(smoke_run, tmp_path):
                            str(smoke_run.results), "--log", str(log)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     sections = dict(part.split("\n", 1) for part in proc.stdout.split("### ")[1:])
-    assert set(sections) == {"Searches", "Cells across search seeds", "Trainings", "Time per rule"}
+    assert set(sections) == {"Searches", "Cells across search seeds", "Trainings",
+                             "Test-set noise against seed spread", "Time per rule"}
+    noise = [r.split(" | ") for r in sections["Test-set noise against seed spread"].splitlines()[2:]
+             if r.startswith("| ")]
+    # The smoke trainings test on 16 images: a binomial s.e. of sqrt(p (1 - p) / 16), and a last
+    # row pooling all cells.
+    for row in noise[:-1]:
+        p = float(row[2]) / 100
+        assert row[1] == "16" and float(row[3]) == pytest.approx(100 * (p * (1 - p) / 16) ** 0.5, abs=0.01), row
+    assert noise[-1][0] == "| all cells (rms)"
     searches = [r for r in sections["Searches"].splitlines() if r.startswith("| ") and "entropy" not in r]
     assert sorted(r.split(" | ")[0][2:] for r in searches) == sorted(SEARCHES * 2)
     for row in sections["Cells across search seeds"].splitlines()[2:]:
