@@ -243,18 +243,33 @@ class AvgPool3x3(nn.AvgPool2d):
 
 class SafeFactorizedReduce(FactorizedReduce):
     """FactorizedReduce whose convs take a channels-last CPU input in NCHW (module docstring).
-    The weights are copied to NCHW too: a 1x1 channels-last weight already counts as contiguous,
-    and oneDNN would take the NHWC route again. The output goes back to channels-last."""
+    Its conv weights keep NCHW strides whatever memory format the network is moved to
+    (`_apply`): a 1x1 channels-last weight counts as contiguous, and oneDNN would take the NHWC
+    route for it even on an NCHW input. Their gradients then have the parameters' own strides, as
+    DDP's buckets expect. The output goes back to channels-last."""
+
+    def _apply(self, fn, recurse=True):
+        super()._apply(fn, recurse)
+        for conv in (self.conv_1, self.conv_2):
+            w = conv.weight
+            if not w.is_cuda and w.stride() != _plain_strides(w.shape):
+                conv.weight.data = w.data.clone(memory_format=torch.contiguous_format)
+        return self
 
     def halves(self, r: torch.Tensor) -> torch.Tensor:
         if r.is_cuda or not is_channels_last(r):
             return super().halves(r)
         shifted = F.pad(r[:, :, 1:, 1:], (0, 1, 0, 1))
-        plain = torch.contiguous_format
-        y = torch.cat([F.conv2d(r.contiguous(), self.conv_1.weight.clone(memory_format=plain), stride=2),
-                       F.conv2d(shifted.contiguous(), self.conv_2.weight.clone(memory_format=plain), stride=2)],
-                      dim=1)
+        y = torch.cat([self.conv_1(r.contiguous()), self.conv_2(shifted.contiguous())], dim=1)
         return self.bn(y.contiguous(memory_format=torch.channels_last))
+
+
+def _plain_strides(shape: torch.Size) -> tuple[int, ...]:
+    strides, step = [], 1
+    for size in reversed(shape):
+        strides.append(step)
+        step *= size
+    return tuple(reversed(strides))
 
 
 def _is_darts_avg_pool(m: nn.Module) -> bool:

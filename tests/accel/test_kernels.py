@@ -143,6 +143,7 @@ def test_the_safe_factorized_reduce_equals_the_plain_one_on_a_channels_last_cpu_
     safe = kernels.use_safe_kernels(copy.deepcopy(plain))
     assert type(safe) is kernels.SafeFactorizedReduce
     safe.to(memory_format=torch.channels_last)
+    assert safe.conv_1.weight.stride() == (4, 1, 1, 1)  # NCHW strides kept: oneDNN's NCHW route
     x = torch.randn(8, 4, 16, 16)
     xc = x.contiguous(memory_format=torch.channels_last).requires_grad_()
     x.requires_grad_()
