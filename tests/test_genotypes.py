@@ -73,7 +73,7 @@ def _write(path, data) -> None:
     ("a/genotype.json", {**CELL.to_json(), "name": "  gumbel-selected "}, "gumbel-selected"),  # its name, stripped
     ("a/best_cell.json", CELL.to_json(), "best_cell"),  # no name: the file's stem
     ("itnas/seed2/genotype.json", CELL.to_json(), "itnas-seed2"),  # a search's folder: variant-seedN
-    ("itnas/seed-1/genotype.json", {**CELL.to_json(), "name": " "}, "itnas-seed-1"),  # a blank name is none
+    ("itnas/seed1/genotype.json", {**CELL.to_json(), "name": " "}, "itnas-seed1"),  # a blank name is none
     ("darts/genotype.json", CELL.to_json(), "darts"),  # any other folder: its name
 ])
 def test_a_genotype_file_is_labelled_by_its_name_else_its_place(tmp_path, where, data, label):
