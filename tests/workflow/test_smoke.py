@@ -147,7 +147,7 @@ def test_the_report_holds_the_tables_first_then_cells_and_curves_each_with_its_c
         assert f"results/smoke/tables/table{n}.md" in entry["caption"], entry["caption"]  # its own folder
         page = base64.b64decode(entry["data_uri"].split(",", 1)[1]).decode()
         assert page.count("<tr") >= 5 and STANDIN in page and "`" not in page
-    for path in files["2. Searched cells"] + files["3. Search curves"]:
+    for path in files["3. Searched cells"] + files["4. Search curves"]:
         assert base64.b64decode(results[path]["data_uri"].split(",", 1)[1])[:4] == b"\x89PNG"
 
 
