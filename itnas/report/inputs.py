@@ -30,6 +30,16 @@ BENCHMARK_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "cinic10": "C
                    "svhn": "SVHN", "imagenet": "ImageNet"}
 
 
+
+def stability_for(metrics: dict, method: str | None) -> dict | None:
+    """A search's genotype stability under derivation rule `method` (None: the search's own)."""
+    by_method = metrics.get("genotype_stability_by_method")
+    if method is not None and isinstance(by_method, dict) and method in by_method:
+        return by_method[method]
+    if method is None or metrics.get("method", method) == method:
+        return metrics.get("genotype_stability")
+    return None
+
 @dataclass
 class Inputs:
     published: dict[str, Any]
@@ -103,16 +113,16 @@ class Inputs:
     def tau_stability(self, variant: str) -> str:
         """Mean over the variant's searches of the kept edges / ops that change when the cell is
         derived at each stability temperature instead of its own (metrics.json). A search records
-        it for its own variant's derivation only: a variant that derives otherwise from a shared
-        search (itnas, TIEP, from gumbel_transition's) gets '—', never the other rule's numbers."""
+        it for every derivation rule its state supports (`genotype_stability_by_method`), so a
+        variant that derives otherwise from a shared search (itnas, TIEP, from gumbel_transition's)
+        reads its own rule's; a search that recorded only its own rule (`genotype_stability`, before
+        2026-12-07) gives '—' to a variant of another rule, never the other rule's numbers."""
         group = self.search_group(variant)
         runs = list(group.runs.values()) if group else []
-        if variant in REGISTRY and any(r.metrics.get("method", REGISTRY[variant].derive_method)
-                                       != REGISTRY[variant].derive_method for r in runs):
-            return "—"
-        reports = [r.metrics.get("genotype_stability") for r in runs]
+        method = REGISTRY[variant].derive_method if variant in REGISTRY else None
+        reports = [stability_for(r.metrics, method) for r in runs]
         reports = [r for r in reports if isinstance(r, dict) and r]
-        if not reports:
+        if not reports or len(reports) < len(runs):
             return "—"
         taus = sorted(reports[0], key=float)
         parts = []

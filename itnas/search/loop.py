@@ -44,7 +44,7 @@ from itnas.search.derive import derive, derive_tau, stability
 from itnas.search.policies import ArchPolicy, arch_param_count, build_policy, entropy, temperature
 from itnas.search.supernet import SearchNetwork
 from itnas.space import Genotype, save_genotype, search_primitives
-from itnas.variants import method_for, variant_of
+from itnas.variants import DERIVE_METHODS, method_for, variant_of
 
 log = logging.getLogger(__name__)
 
@@ -222,6 +222,16 @@ class Searcher:
         state = validate_arch_state(self.arch_state(), "<search>")
         return stability(state, self.method, genotype, self.cfg["derive"]["stability_taus"])
 
+    def genotype_stability_by_method(self) -> dict[str, dict]:
+        """`genotype_stability` under every derivation rule the arch state supports (the DARTS rule
+        always, TIEP where the search learned transitions), each against the cell that rule derives
+        at the state's own temperature: a variant that shares this search but derives otherwise
+        (itnas from gumbel_transition's) reads its own rule's (report/inputs.py)."""
+        state = validate_arch_state(self.arch_state(), "<search>")
+        taus = self.cfg["derive"]["stability_taus"]
+        methods = [m for m in DERIVE_METHODS if m != "tiep" or self.cfg["arch"]["transition"]]
+        return {m: stability(state, m, derive(state, m, state["derive_tau"]), taus) for m in methods}
+
 
 # metrics.json keys tracked as MLflow metrics (results, at the last epoch) and as params (facts
 # of the run); the rest of metrics.json is the configuration, already tracked as params.
@@ -329,6 +339,7 @@ def final_metrics(cfg: dict, seed: int, run: Run, searcher: Searcher, data: Sear
         "arch_order": cfg["arch_optim"]["order"], "ops": len(searcher.primitives),
         "method": searcher.method, "derive_tau": derive_tau(cfg),
         "genotype_stability": searcher.genotype_stability(genotype),
+        "genotype_stability_by_method": searcher.genotype_stability_by_method(),
         "seed": seed, "dataset": data.spec.name, "benchmark": data.spec.benchmark,
         "standin": data.spec.standin, "epochs": cfg["epochs"],
         "train_loss": last.get("train_loss"), "train_acc": last.get("train_acc"),

@@ -176,17 +176,24 @@ def test_variants_that_search_alike_show_one_shared_search_counted_once(runs):
     assert f"{4 * (7.2 + 8.2) / 24:.3f} GPU-days" in " ".join(t2.notes)
 
 
-def test_a_shared_search_s_stability_is_not_shown_for_the_variant_that_derives_otherwise(tmp_path):
+@pytest.mark.parametrize("by_method", [True, False])
+def test_a_shared_search_s_stability_is_shown_per_derivation_rule(tmp_path, by_method):
+    """itnas reads TIEP's stability from gumbel_transition's searches, never the top-2 rule's; a
+    search that recorded only its own rule (before genotype_stability_by_method) gives it '—'."""
     root = tmp_path / "results"
+    own = {"1": {"edges": 1, "ops": 2}}
+    tiep = [{"1": {"edges": 3, "ops": 0}}, {"1": {"edges": 4, "ops": 1}}]
     search = [_write(root / "search" / "cifar10" / "gumbel_transition" / f"seed{s}" / "metrics.json",
                      {"variant": "gumbel_transition", "seed": s, "method": "darts", "gpu_hours": 1.0,
-                      "genotype_stability": {"1": {"edges": 1, "ops": 2}}}) for s in (0, 1)]
+                      "genotype_stability": own,
+                      **({"genotype_stability_by_method": {"darts": own, "tiep": tiep[s]}} if by_method else {})})
+              for s in (0, 1)]
     train = [_train(root, "cifar10", v, s, 2.5, standin=False) for v in ("gumbel_transition", "itnas") for s in (0, 1)]
     t2 = tables.build(PUBLISHED, search, train, [], tables=["table2"])[0]
     abl = {row[0]: row for row in t2.rows}
     col = t2.headers.index("Cell changes with τ (edges/ops)")
     assert abl["Gumbel + Transition (gumbel_transition)"][col] == "1: 1/2"
-    assert abl["Gumbel + Transition + TIEP (ITNAS) (itnas)"][col] == "—"
+    assert abl["Gumbel + Transition + TIEP (ITNAS) (itnas)"][col] == ("1: 3.5/0.5" if by_method else "—")
 
 
 def test_table2_shows_the_search_seed_the_selection_recorded_and_nothing_else(runs):

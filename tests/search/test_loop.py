@@ -187,3 +187,28 @@ def test_the_derivation_temperature_reaches_the_searchs_genotype_and_its_stabili
     # auto: an itnas search derives at its final temperature, tau.end
     assert _search(tmp_path / "auto", tiny_search_overrides + ["epochs=1", "tau.end=0.7", "tau.start=1"]) == 0
     assert load_arch_state(tmp_path / "auto" / "arch_state.json")["derive_tau"] == 0.7
+
+
+def test_a_search_records_its_stability_under_every_rule_its_state_supports(tmp_path, tiny_search_overrides):
+    """itnas derives with TIEP from gumbel_transition's searches (variants.search_of), so that
+    search must report TIEP's stability too, each rule against the cell it derives itself."""
+    from itnas.search.derive import derive, stability
+
+    taus = [0.5, 1.0, 2.0]
+    for variant, methods in (("gumbel_transition", {"darts", "tiep"}), ("darts", {"darts"})):
+        run = tmp_path / variant
+        assert _search(run, tiny_search_overrides + ["epochs=1", "derive.tau=2"], variant) == 0
+        state = load_arch_state(run / "arch_state.json")
+        metrics = json.loads((run / "metrics.json").read_text())
+        by_method = metrics["genotype_stability_by_method"]
+        assert set(by_method) == methods
+        assert by_method["darts"] == metrics["genotype_stability"]  # the search's own rule
+        for method in methods:
+            assert by_method[method] == stability(state, method, derive(state, method, 2.0), taus)
+    # TIEP's report is its own, not the top-2 rule's relabelled: at tau = 2 it is measured against
+    # TIEP's cell, so it changes nothing there
+    assert by_method.get("tiep") is None
+    tiep = json.loads((tmp_path / "gumbel_transition" / "metrics.json").read_text())
+    assert tiep["genotype_stability_by_method"]["tiep"]["2"]["edges"] == 0
+    assert tiep["genotype_stability_by_method"]["tiep"]["2"]["genotype_hash"] == derive(
+        load_arch_state(tmp_path / "gumbel_transition" / "arch_state.json"), "tiep", 2.0).hash()
