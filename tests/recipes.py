@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from itnas.config import defaults, flatten
 from itnas.files import read_yaml
@@ -31,3 +34,28 @@ def recipe_value(path: Path, key: str):
     recipes state only what differs from the schemas' defaults, which are the paper's)."""
     kind = "search" if path == SEARCH else "train"
     return {**flatten(defaults(kind)), **flatten(read_yaml(path, "recipe"))}.get(key)
+
+
+@dataclass
+class Setting:
+    """The check of one setting, run with the setting at `value` (or at `value(the recipe's
+    value)`: a flag flipped, the other schedule)."""
+
+    value: Any
+    check: Callable[[Any], None]
+
+    def value_for(self, recipe: Path, key: str) -> Any:
+        return self.value(recipe_value(recipe, key)) if callable(self.value) else self.value
+
+
+class Checks(dict[str, Setting]):
+    """The settings tests' register: dotted key -> its check."""
+
+    def setting(self, key: str, value: Any):
+        """Register the decorated check of `key`, run with `key` set to `value`."""
+
+        def register(check: Callable[[Any], None]) -> Callable[[Any], None]:
+            self[key] = Setting(value, check)
+            return check
+
+        return register

@@ -13,8 +13,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -29,26 +27,10 @@ from itnas.search.architect import Architect
 from itnas.search.batches import SearchBatches, search_batches
 from itnas.search.derive import derive
 from itnas.search.loop import Searcher, check_search_config, search_epoch, search_runtime
-from tests.recipes import SEARCH, recipe_value, settings
+from tests.recipes import SEARCH, Checks, recipe_value, settings
 
-
-@dataclass
-class Setting:
-    value: Any
-    check: Callable[[Build], None]
-
-
-CHECKS: dict[str, Setting] = {}
-
-
-def setting(key: str, value: Any):
-    """Register the check of `key`, run with `key` set to `value`."""
-
-    def register(check: Callable[[Build], None]) -> Callable[[Build], None]:
-        CHECKS[key] = Setting(value, check)
-        return check
-
-    return register
+CHECKS = Checks()
+setting = CHECKS.setting
 
 
 class _NoBar:
@@ -330,10 +312,10 @@ def test_every_search_setting_has_a_check():
 
 @pytest.mark.parametrize("key", sorted(CHECKS))
 def test_the_unusual_value_differs_from_the_recipe_and_the_default(key):
-    value = CHECKS[key].value
+    value = CHECKS[key].value_for(SEARCH, key)
     assert value != recipe_value(SEARCH, key) and value != flatten(defaults("search"))[key]
 
 
 @pytest.mark.parametrize("key", sorted(CHECKS))
 def test_each_search_setting_reaches_what_it_controls(key, tiny_search_overrides, monkeypatch, tmp_path):
-    CHECKS[key].check(Build(key, CHECKS[key].value, tiny_search_overrides, monkeypatch, tmp_path))
+    CHECKS[key].check(Build(key, CHECKS[key].value_for(SEARCH, key), tiny_search_overrides, monkeypatch, tmp_path))

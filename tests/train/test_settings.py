@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +27,7 @@ from itnas.runtime import resolve_runtime
 from itnas.train.batches import TrainData, load_data
 from itnas.train.loop import Trainer, load_train_config, train
 from itnas.train.select import holdout_data
-from tests.recipes import TRAIN_CIFAR, TRAIN_IMAGENET, recipe_value, settings
+from tests.recipes import TRAIN_CIFAR, TRAIN_IMAGENET, Checks, recipe_value, settings
 from tests.train.tiny import TINY, tensor_data
 
 DARTS_V2 = lookup("DARTS_V2")
@@ -42,26 +40,8 @@ SHRINK = {"cifar": [*TINY], "imagenet": [*TINY, "optim.warmup_epochs=0", "runtim
 IMAGE_SIZE = {"cifar": 8, "imagenet": 16}
 
 
-@dataclass
-class Setting:
-    value: Any  # or a function of the recipe's value (a flag flipped, the other schedule)
-    check: Callable[[Build], None]
-
-    def value_for(self, recipe: Path, key: str) -> Any:
-        return self.value(recipe_value(recipe, key)) if callable(self.value) else self.value
-
-
-CHECKS: dict[str, Setting] = {}
-
-
-def setting(key: str, value: Any):
-    """Register the check of `key`, run with `key` set to `value`."""
-
-    def register(check: Callable[[Build], None]) -> Callable[[Build], None]:
-        CHECKS[key] = Setting(value, check)
-        return check
-
-    return register
+CHECKS = Checks()
+setting = CHECKS.setting
 
 
 class Build:
