@@ -253,6 +253,10 @@ def measured(results: str | Path, cfg: dict[str, Any], noise: Noise, costs: Cost
         new.select, new.select_epochs = statistics.fmean(cand), 0
     for bench, values in train_hours.items():
         new.train[bench], new.train_epochs[bench] = statistics.fmean(values), 0
+    unmeasured = sorted(set(costs.train) - set(train_hours))
+    if unmeasured:
+        out.notes.append(f"no training measured on {', '.join(unmeasured)}: their job costs come from {costs.source}, "
+                         "in GPU-hours at the paper's scale")
     if not any(r.metrics.get("gpu_hours") for g in [*search.values(), *train.values()] for r in g.runs.values()):
         new.unit = "device-hours (CPU: the run recorded no GPU time)"
     return out, new

@@ -108,6 +108,10 @@ def test_a_finished_run_supplies_its_own_spreads_and_gpu_hours(tmp_path):
     assert report.noise.seed_sd["cifar10"] == pytest.approx(pooled)
     assert report.noise.search_sd["cifar10"] == pytest.approx(statistics.stdev([9.0, 10.0]))
     assert report.noise.seed_sd["svhn"] == 0.074  # nothing measured there: the literature's stays
+    # ... and the file's paper-scale job costs, which the report says
+    assert report.costs.train["svhn"] == _report("config/config.yaml").costs.train["svhn"]
+    assert any(n.startswith("no training measured on cifar100, cinic10, imagenet, svhn: their job costs come "
+                            "from config/plan/costs.yaml") for n in report.noise.notes), report.noise.notes
     assert report.costs.search == pytest.approx(0.5) and report.costs.train["cifar10"] == pytest.approx(5.0)
     assert report.planned_hours["train cifar10"] == pytest.approx(40 * 5.0)
     assert _line(report, "tiep-helps").needed == runs_needed(pooled, 0.08)
