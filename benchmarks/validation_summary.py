@@ -24,13 +24,18 @@ from itnas.search.derive import differences
 from itnas.space import load_genotype
 
 
+RULES = {"darts": "top-2", "tiep": "TIEP"}  # the derivation rules, as the tables name them
+
+
 def search_rows(results: Path) -> list[str]:
     rows = ["| variant | seed | entropy normal | entropy reduce | supernet val acc (%) | derive tau "
-            "| edges / ops changed at tau 0.5, 1, 2 | genotype |", "|---|---|---|---|---|---|---|---|"]
+            "| edges / ops changed at tau 0.5, 1, 2, per rule | genotype |", "|---|---|---|---|---|---|---|---|"]
     for metrics_path in sorted(results.glob("search/*/*/seed*/metrics.json")):
         m = read_json(metrics_path, "metrics")
         last = read_json(metrics_path.parent / "history.json", "history")[-1]
-        changes = ", ".join(f"{v['edges']}/{v['ops']}" for v in m["genotype_stability"].values())
+        by_method = m.get("genotype_stability_by_method") or {m.get("method", "darts"): m["genotype_stability"]}
+        changes = "; ".join(f"{RULES.get(method, method)}: " + ", ".join(f"{v['edges']}/{v['ops']}" for v in report.values())
+                            for method, report in by_method.items())
         rows.append(f"| {m['variant']} | {m['seed']} | {last['entropy_normal']:.3f} | "
                     f"{last['entropy_reduce']:.3f} | {m['val_acc']:.1f} | {m['derive_tau']:g} | "
                     f"{changes} | {m['genotype_hash']} |")
