@@ -122,8 +122,8 @@ def table2(inp: Inputs) -> Table:
              "each derives its own cell from it, so the TIEP step compares derivations of the same searches; "
              "a shared search's cost is counted once" + (f" (all searches of this run: {total:.3f} GPU-days)."
                                                           if total is not None else ".")
-             + " Cell changes with τ is recorded by a search for its own variant's derivation: '—' for a "
-             "variant that derives differently from a shared search.",
+             + " Cell changes with τ: a search records it for each derivation rule, and each row shows its "
+             "own rule's ('—' where the searches recorded only their own rule, before 2026-12-07).",
              RANDOM_NOTE] + ([RANDOM_SEARCH_NOTE] if best is not None else [])
     standin = inp.standin(groups + [inp.search_group(v) for v in VARIANTS])
     return Table("table2", titled(spec["title"], standin, inp.roles, [bench]), headers, rows, fields,
