@@ -23,7 +23,6 @@ from itnas.files import read_json
 from itnas.search.derive import differences
 from itnas.space import load_genotype
 
-
 RULES = {"darts": "top-2", "tiep": "TIEP"}  # the derivation rules, as the tables name them
 
 

@@ -30,7 +30,6 @@ BENCHMARK_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "cinic10": "C
                    "svhn": "SVHN", "imagenet": "ImageNet"}
 
 
-
 def stability_for(metrics: dict, method: str | None) -> dict | None:
     """A search's genotype stability under derivation rule `method` (None: the search's own)."""
     by_method = metrics.get("genotype_stability_by_method")
@@ -39,6 +38,7 @@ def stability_for(metrics: dict, method: str | None) -> dict | None:
     if method is None or metrics.get("method", method) == method:
         return metrics.get("genotype_stability")
     return None
+
 
 @dataclass
 class Inputs:
