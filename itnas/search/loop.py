@@ -331,6 +331,7 @@ def has_temperature(cfg: dict) -> bool:
 def final_metrics(cfg: dict, seed: int, run: Run, searcher: Searcher, data: SearchBatches,
                   genotype: Genotype) -> dict[str, Any]:
     last = run.history[-1] if run.history else {}
+    by_method = searcher.genotype_stability_by_method()  # its own rule's is the one `genotype` came from
     wall = run.wall_clock()
     device = searcher.rt.device
     gpus = 1 if device.type == "cuda" else 0
@@ -338,8 +339,7 @@ def final_metrics(cfg: dict, seed: int, run: Run, searcher: Searcher, data: Sear
         "stage": "search", "variant": searcher.variant, "flags": dict(cfg["arch"]),
         "arch_order": cfg["arch_optim"]["order"], "ops": len(searcher.primitives),
         "method": searcher.method, "derive_tau": derive_tau(cfg),
-        "genotype_stability": searcher.genotype_stability(genotype),
-        "genotype_stability_by_method": searcher.genotype_stability_by_method(),
+        "genotype_stability": by_method[searcher.method], "genotype_stability_by_method": by_method,
         "seed": seed, "dataset": data.spec.name, "benchmark": data.spec.benchmark,
         "standin": data.spec.standin, "epochs": cfg["epochs"],
         "train_loss": last.get("train_loss"), "train_acc": last.get("train_acc"),
